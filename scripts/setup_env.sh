@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Create or reuse .venv and install Headcast into it. Sourced by scripts/test.sh and scripts/demo.sh.
+#
+# On machines without CUDA, torch is pinned to the 2.13.0 CPU build first, so nothing installed
+# afterwards can pull a CUDA torch. MediaPipe 0.10.21 goes in with --no-deps (its metadata would
+# pull jax, jaxlib, opencv-contrib and sounddevice, none of which its face solutions use), and so
+# does Headcast itself, whose requirements are then satisfied by requirements/*.txt.
+set -euo pipefail
+HEADCAST_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${HEADCAST_VENV:-$HEADCAST_ROOT/.venv}"
+PY="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+
+# Reinstall only when the requirement files or pyproject change.
+stamp="$VENV/.headcast-installed"
+want="$(cat "$HEADCAST_ROOT"/requirements/*.txt "$HEADCAST_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "[setup] $VENV is up to date"
+else
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+    echo "[setup] CUDA GPU found: installing the registry's torch"
+    "${PIP[@]}" torch
+  else
+    echo "[setup] no CUDA GPU: installing the torch 2.13.0 CPU build"
+    "${PIP[@]}" "torch==2.13.0"
+  fi
+  echo "[setup] installing requirements (this takes a minute on a fresh machine)"
+  "${PIP[@]}" -c "$HEADCAST_ROOT/requirements/constraints.txt" -r "$HEADCAST_ROOT/requirements/test.txt"
+  if "$VENV/bin/python" -c 'import sys; sys.exit(0 if sys.version_info < (3, 13) else 1)'; then
+    "${PIP[@]}" --no-deps "mediapipe==0.10.21"
+  fi
+  "${PIP[@]}" --no-deps -e "$HEADCAST_ROOT"
+  echo "$want" > "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"

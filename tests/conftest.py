@@ -1,0 +1,25 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Shared fixtures: the synthetic model is built once per session and written to a temp folder."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "backend"))
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def synthetic_model():
+    from headcast.flame.synthetic import build_synthetic_model
+    return build_synthetic_model(seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory, synthetic_model):
+    from headcast.flame.synthetic import write_synthetic_model
+    out = tmp_path_factory.mktemp("synthetic_flame")
+    write_synthetic_model(out, seed=0, model=synthetic_model)
+    return out

@@ -1,0 +1,48 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The command line as a user runs it: a separate process, real files, exit codes."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, check=True):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "backend"))
+    proc = subprocess.run([sys.executable, "-m", "headcast.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_synth_model_then_pose_mesh(tmp_path, synthetic_model):
+    run_cli("synth-model", tmp_path / "m", "--npz")
+    for name in ("generic_model.pkl", "FLAME_masks.pkl", "landmark_embedding.npy", "flame_static_embedding.pkl",
+                 "flame_dynamic_embedding.npy", "head_template.obj", "l_eyelid.npy", "r_eyelid.npy", "head_model.npz"):
+        assert (tmp_path / "m" / name).is_file(), name
+    run_cli("pose-mesh", tmp_path / "m", "--out", tmp_path / "jaw.obj", "--jaw", "0.3")
+    from headcast.flame import HeadLayer, axis_angle_to_matrix, load_obj
+    v, uv, f, ft = load_obj(tmp_path / "jaw.obj")
+    aa = torch.zeros(1, 5, 3, dtype=torch.float64)
+    aa[0, 2, 0] = 0.3
+    ref = HeadLayer(synthetic_model, dtype=torch.float64)(None, torch.zeros(1, 1, dtype=torch.float64), axis_angle_to_matrix(aa))
+    np.testing.assert_allclose(v, ref.vertices[0].numpy(), atol=1e-7)
+    np.testing.assert_array_equal(f, synthetic_model.faces)
+
+
+def test_bad_model_path_exits_2_and_names_the_file(tmp_path):
+    broken = tmp_path / "generic_model.pkl"
+    broken.write_bytes(b"\x80\x02}q\x00(X")
+    proc = run_cli("pose-mesh", broken, "--out", tmp_path / "x.obj", check=False)
+    assert proc.returncode == 2
+    assert "generic_model.pkl" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.obj").exists()
+
+
+def test_version():
+    assert "headcast" in run_cli("--version").stdout
