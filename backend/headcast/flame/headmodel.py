@@ -40,6 +40,19 @@ class LandmarkEmbedding:
 
 
 @dataclass
+class SurfacePoints:
+    """Named landmarks embedded on the surface, e.g. MediaPipe's 478 face-mesh points.
+
+    ``landmark_ids[i]`` is the detector's index of point i (points the model cannot place are
+    simply absent), ``faces[i]`` its triangle and ``bary[i]`` its barycentric coordinates.
+    """
+
+    landmark_ids: np.ndarray  # (L,) int64
+    faces: np.ndarray  # (L,) int64
+    bary: np.ndarray  # (L, 3)
+
+
+@dataclass
 class HeadModel:
     """A FLAME-like morphable head: template, bases, skeleton, skinning and assets."""
 
@@ -59,6 +72,7 @@ class HeadModel:
     faces_uv: np.ndarray | None = None  # (F, 3) indices into uv
     masks: dict[str, np.ndarray] = field(default_factory=dict)
     landmarks: LandmarkEmbedding | None = None
+    mediapipe: SurfacePoints | None = None  # MediaPipe-478 embedding (render-and-detect)
     licence: str = "unknown"
     source: str = ""
 
@@ -116,6 +130,13 @@ class HeadModel:
                     raise ModelFileError(path, f"{key} landmark barycentrics {bary.shape} do not match faces {faces_idx.shape}")
                 if faces_idx.size and (faces_idx.min() < 0 or faces_idx.max() >= n_f):
                     raise ModelFileError(path, f"{key} landmarks index triangles outside 0..{n_f - 1}")
+        if self.mediapipe is not None:
+            mp = self.mediapipe
+            n_l = mp.landmark_ids.shape[0]
+            if mp.faces.shape != (n_l,) or mp.bary.shape != (n_l, 3):
+                raise ModelFileError(path, f"MediaPipe embedding shapes {mp.faces.shape}/{mp.bary.shape} do not match {n_l} ids")
+            if n_l and (mp.faces.min() < 0 or mp.faces.max() >= self.faces.shape[0]):
+                raise ModelFileError(path, "MediaPipe embedding indexes triangles outside the mesh")
         return self
 
     def per_vertex_uv(self) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .headmodel import FLAME_JOINT_NAMES, HeadModel, LandmarkEmbedding, ModelFileError
+from .headmodel import FLAME_JOINT_NAMES, HeadModel, LandmarkEmbedding, ModelFileError, SurfacePoints
 from .pickle_compat import PickleFormatError, load_npy_object, load_pickle
 
 FLAME_SHAPE_COLUMNS = 300  # shapedirs columns 0:300 are identity, 300:400 expression
@@ -121,6 +121,10 @@ def model_from_dict(raw: dict, path: Path, name: str | None = None) -> HeadModel
             static_bary=_array(raw, "lmk_static_bary", path, 2),
             dynamic_faces=_array(raw, "lmk_dynamic_faces", path, 2, np.int64),
             dynamic_bary=_array(raw, "lmk_dynamic_bary", path, 3))
+    if "mp_ids" in raw:
+        model.mediapipe = SurfacePoints(landmark_ids=_array(raw, "mp_ids", path, 1, np.int64),
+                                        faces=_array(raw, "mp_faces", path, 1, np.int64),
+                                        bary=_array(raw, "mp_bary", path, 2))
     return model.validate(path)
 
 
@@ -172,6 +176,9 @@ def save_model_npz(model: HeadModel, path: str | Path) -> Path:
         lm = model.landmarks
         out.update(lmk_static_faces=lm.static_faces, lmk_static_bary=lm.static_bary,
                    lmk_dynamic_faces=lm.dynamic_faces, lmk_dynamic_bary=lm.dynamic_bary)
+    if model.mediapipe is not None:
+        mp = model.mediapipe
+        out.update(mp_ids=mp.landmark_ids, mp_faces=mp.faces, mp_bary=mp.bary)
     np.savez_compressed(path, **out)
     return path
 
