@@ -73,6 +73,13 @@ class HeadModel:
     masks: dict[str, np.ndarray] = field(default_factory=dict)
     landmarks: LandmarkEmbedding | None = None
     mediapipe: SurfacePoints | None = None  # MediaPipe-478 embedding (render-and-detect)
+    # Coefficient priors. FLAME's bases are scaled so that coefficients ~ N(0, 1): all None.
+    # Other models state theirs: the prior energy is |shape_whiten @ (beta - shape_mean)|^2 and
+    # coefficients are kept inside the bounds (rows (low, high); +-inf where unbounded).
+    shape_mean: np.ndarray | None = None  # (Ks,)
+    shape_whiten: np.ndarray | None = None  # (Ks, Ks)
+    shape_bounds: np.ndarray | None = None  # (Ks, 2)
+    expr_bounds: np.ndarray | None = None  # (Ke, 2), e.g. [0, 1] for ARKit weights
     licence: str = "unknown"
     source: str = ""
 
@@ -130,6 +137,12 @@ class HeadModel:
                     raise ModelFileError(path, f"{key} landmark barycentrics {bary.shape} do not match faces {faces_idx.shape}")
                 if faces_idx.size and (faces_idx.min() < 0 or faces_idx.max() >= n_f):
                     raise ModelFileError(path, f"{key} landmarks index triangles outside 0..{n_f - 1}")
+        n_s, n_e = self.shapedirs.shape[2], self.exprdirs.shape[2]
+        for key, want in (("shape_mean", (n_s,)), ("shape_whiten", (n_s, n_s)), ("shape_bounds", (n_s, 2)),
+                          ("expr_bounds", (n_e, 2))):
+            arr = getattr(self, key)
+            if arr is not None and arr.shape != want:
+                raise ModelFileError(path, f"{key} has shape {arr.shape}, expected {want}")
         if self.mediapipe is not None:
             mp = self.mediapipe
             n_l = mp.landmark_ids.shape[0]

@@ -121,6 +121,9 @@ def model_from_dict(raw: dict, path: Path, name: str | None = None) -> HeadModel
             static_bary=_array(raw, "lmk_static_bary", path, 2),
             dynamic_faces=_array(raw, "lmk_dynamic_faces", path, 2, np.int64),
             dynamic_bary=_array(raw, "lmk_dynamic_bary", path, 3))
+    for key in ("shape_mean", "shape_whiten", "shape_bounds", "expr_bounds"):
+        if key in raw:
+            setattr(model, key, _array(raw, key, path))
     if "mp_ids" in raw:
         model.mediapipe = SurfacePoints(landmark_ids=_array(raw, "mp_ids", path, 1, np.int64),
                                         faces=_array(raw, "mp_faces", path, 1, np.int64),
@@ -176,6 +179,9 @@ def save_model_npz(model: HeadModel, path: str | Path) -> Path:
         lm = model.landmarks
         out.update(lmk_static_faces=lm.static_faces, lmk_static_bary=lm.static_bary,
                    lmk_dynamic_faces=lm.dynamic_faces, lmk_dynamic_bary=lm.dynamic_bary)
+    for key in ("shape_mean", "shape_whiten", "shape_bounds", "expr_bounds"):
+        if getattr(model, key) is not None:
+            out[key] = getattr(model, key)
     if model.mediapipe is not None:
         mp = model.mediapipe
         out.update(mp_ids=mp.landmark_ids, mp_faces=mp.faces, mp_bary=mp.bary)
