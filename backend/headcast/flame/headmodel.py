@@ -12,15 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import ModelFileError
+
 FLAME_JOINT_NAMES = ("global", "neck", "jaw", "eye_left", "eye_right")
-
-
-class ModelFileError(ValueError):
-    """A model or asset file is missing, truncated or not in the expected layout."""
-
-    def __init__(self, path, message: str) -> None:
-        self.path = str(path)
-        super().__init__(f"{self.path}: {message}")
 
 
 @dataclass
