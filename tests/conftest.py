@@ -11,6 +11,11 @@ sys.path.insert(0, str(ROOT / "backend"))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--bpy-version", default=os.environ.get("HEADCAST_BPY_VERSION", ""),
+                     help="Blender version the bpy tests must run on, e.g. 4.5 or 5.0 (fails on any other)")
+
+
 @pytest.fixture(scope="session")
 def synthetic_model():
     from headcast.flame.synthetic import build_synthetic_model

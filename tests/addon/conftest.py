@@ -35,10 +35,6 @@ atexit.register(shutil.rmtree, _USER_RESOURCES, True)
 if importlib.util.find_spec("bpy") is None:
     collect_ignore_glob = ["test_*.py"]
 
-def pytest_addoption(parser):
-    parser.addoption("--bpy-version", default=os.environ.get("HEADCAST_BPY_VERSION", ""),
-                     help="Blender version the bpy tests must run on, e.g. 4.5 or 5.0 (fails on any other)")
-
 
 @pytest.fixture(scope="session")
 def bpy(request):
