@@ -1,21 +1,101 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The sidebar panel (View3D > Sidebar > Headcast)."""
+"""The Headcast panel, in the sidebar of the 3D View, the Image editor and the Movie Clip editor."""
 from __future__ import annotations
 
 import bpy
 
+from . import runtime
+from .preferences import draw_backend_status, draw_task
 
-class HEADCAST_PT_main(bpy.types.Panel):
+
+def draw_jobs(layout) -> None:
+    """A progress bar (stage, frame, ETA) and a Cancel button per running job, then the last outcome."""
+    state = runtime.STATE
+    jobs = state.client.active_jobs()
+    for job in jobs:
+        fraction = job.fraction()
+        layout.progress(factor=fraction if fraction is not None else 0.0, type="BAR", text=job.status_text())
+    if jobs:
+        layout.operator("headcast.cancel", icon="CANCEL")
+    if state.task is not None and not state.task.finished:
+        draw_task(layout, state.task)
+    level, text = state.message
+    if text and not jobs:
+        icon = {"ERROR": "ERROR", "WARNING": "ERROR"}.get(level, "INFO")
+        box = layout.box()
+        for i, line in enumerate(text.splitlines()[:10]):
+            # long messages wrap by hand: panels do not wrap labels
+            for j in range(0, max(1, len(line)), 60):
+                box.label(text=line[j:j + 60], icon=icon if i == 0 and j == 0 else "BLANK1")
+
+
+class _HeadcastPanel:
     bl_label = "Headcast"
-    bl_idname = "HEADCAST_PT_main"
-    bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Headcast"
 
     def draw(self, context):
         layout = self.layout
-        layout.operator("headcast.import_result", icon="IMPORT")
-        layout.label(text="Backend not configured yet")
+        settings = context.scene.headcast
+        space = context.space_data.type
+
+        col = layout.column(align=True)
+        if space != "IMAGE_EDITOR":
+            col.prop(settings, "image_path")
+        col.operator("headcast.reconstruct_face", icon="USER")
+        col.operator("headcast.reconstruct_photos", icon="COMMUNITY")
+        col = layout.column(align=True)
+        if space != "CLIP_EDITOR":
+            col.prop(settings, "clip_path")
+        col.operator("headcast.track_clip", icon="TRACKING")
+
+        draw_jobs(layout)
+
+        col = layout.column(align=True)
+        col.prop(settings, "output_dir")
+        row = col.row(align=True)
+        row.prop(settings, "animate", expand=True)
+        col.prop(settings, "footage_texture")
+        layout.operator("headcast.import_result", text="Import Result File", icon="IMPORT")
 
 
-CLASSES = (HEADCAST_PT_main,)
+class HEADCAST_PT_main(_HeadcastPanel, bpy.types.Panel):
+    bl_idname = "HEADCAST_PT_main"
+    bl_space_type = "VIEW_3D"
+
+
+class HEADCAST_PT_image(_HeadcastPanel, bpy.types.Panel):
+    bl_idname = "HEADCAST_PT_image"
+    bl_space_type = "IMAGE_EDITOR"
+
+
+class HEADCAST_PT_clip(_HeadcastPanel, bpy.types.Panel):
+    bl_idname = "HEADCAST_PT_clip"
+    bl_space_type = "CLIP_EDITOR"
+
+
+class HEADCAST_PT_backend(bpy.types.Panel):
+    """Backend status and the Check button, folded under the main panel in the 3D View."""
+
+    bl_label = "Backend"
+    bl_idname = "HEADCAST_PT_backend"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Headcast"
+    bl_parent_id = "HEADCAST_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        info = runtime.STATE.client.info
+        if runtime.STATE.client.is_running() and info:
+            layout.label(text=f"running: headcast {info.get('version')} on {info.get('device')}", icon="CHECKMARK")
+        else:
+            layout.label(text="not running (starts with the first job)", icon="INFO")
+        row = layout.row(align=True)
+        row.operator("headcast.check_backend", icon="CHECKMARK")
+        row.operator("preferences.addon_show", text="Settings", icon="PREFERENCES").module = runtime.PACKAGE
+        draw_backend_status(layout)
+
+
+CLASSES = (HEADCAST_PT_main, HEADCAST_PT_image, HEADCAST_PT_clip, HEADCAST_PT_backend)

@@ -10,6 +10,8 @@ e.g. for 5.0::
 
 Without torch in that interpreter, the result files and backend references are written by
 the project's venv (``.venv/bin/python``, or ``HEADCAST_BACKEND_PYTHON``) in a subprocess.
+The job tests (operators, client, batch) always run the backend as a process of that venv,
+with this checkout's ``backend/`` on its path and light fitting settings (``job_support.py``).
 """
 import atexit
 import importlib.util
@@ -26,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from blender_checks import MODULE, REPO, ROOT  # noqa: E402
+from job_support import BACKEND_PYTHON, FAST_ENV  # noqa: E402
 
 # Before bpy is imported anywhere: keep Blender's user config, extensions and caches out of ~.
 _USER_RESOURCES = tempfile.mkdtemp(prefix="headcast_blender_user_")
@@ -93,3 +96,55 @@ def fixtures_dir(tmp_path_factory, request):
         subprocess.run([python, str(HERE / "make_results.py"), str(out)], check=True, timeout=600,
                        env={**os.environ, "PYTHONPATH": str(ROOT / "backend")})
     return out
+
+
+# --- the backend the job tests run ---------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def backend_env(tmp_path_factory):
+    """Environment for backend processes: this checkout's backend, fast settings, private config and cache."""
+    if not Path(BACKEND_PYTHON).is_file():
+        pytest.skip(f"no backend interpreter at {BACKEND_PYTHON} (set HEADCAST_BACKEND_PYTHON)")
+    home = tmp_path_factory.mktemp("backend_home")
+    return {"PYTHONPATH": str(ROOT / "backend"), "HEADCAST_CONFIG": str(home / "no-config.toml"),
+            "HEADCAST_CACHE": str(home / "cache"), "OMP_NUM_THREADS": "2", **FAST_ENV}
+
+
+@pytest.fixture(scope="session")
+def job_inputs(tmp_path_factory, request):
+    """Photos, a clip and broken inputs from ``make_inputs.py``."""
+    out = tmp_path_factory.mktemp("job_inputs")
+    if importlib.util.find_spec("torch") is not None:
+        from make_inputs import write_inputs
+
+        write_inputs(out, model=request.getfixturevalue("synthetic_model"))
+    else:
+        subprocess.run([BACKEND_PYTHON, str(HERE / "make_inputs.py"), str(out)], check=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "backend")})
+    return out
+
+
+@pytest.fixture
+def backend(addon, backend_env):
+    """The add-on's preferences pointed at the project's backend with the synthetic model.
+
+    Set afresh for every test (tests change them); the worker process itself lives on between
+    tests because its interpreter and environment stay the same.
+    """
+    prefs = bpy_preferences(addon)
+    prefs.backend_python = BACKEND_PYTHON
+    prefs.backend_env = "; ".join(f"{k}={v}" for k, v in backend_env.items())
+    prefs.model, prefs.device = "synthetic", "CONFIG"
+    prefs.flame_path = prefs.uv_checkpoint = prefs.normals_checkpoint = ""
+    prefs.venv_dir = prefs.base_python = prefs.backend_source = prefs.pip_args = prefs.pip_command = ""
+    runtime = sys.modules[MODULE + ".runtime"]
+    runtime.STATE.message = ("", "")
+    yield prefs
+    runtime.STATE.pending.clear()
+    runtime.stop_timer()
+
+
+def bpy_preferences(addon):
+    import bpy
+
+    return bpy.context.preferences.addons[MODULE].preferences
