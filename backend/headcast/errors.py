@@ -64,6 +64,13 @@ def describe(exc: BaseException) -> dict:
         return {"code": exc.code, "message": exc.message, "file": exc.file}
     if isinstance(exc, ConfigError):
         return {"code": "config_error", "message": str(exc), "file": None}
+    # The format and footage modules keep their own ValueError subclasses with a ``path``
+    # (ResultFileError, FootageError) so that they stay importable without this package.
+    if isinstance(exc, ValueError) and hasattr(exc, "path"):
+        code = "unreadable_media" if type(exc).__name__ == "FootageError" else "bad_input"
+        return {"code": code, "message": str(exc), "file": str(exc.path)}
+    if type(exc).__name__ in ("CueError", "EmbeddingError"):
+        return {"code": "bad_input", "message": str(exc), "file": None}
     if isinstance(exc, FileNotFoundError):
         return {"code": "missing_file", "message": f"file not found: {exc.filename}", "file": exc.filename}
     return {"code": "internal", "message": f"{type(exc).__name__}: {exc}", "file": None}

@@ -116,13 +116,9 @@ class Worker:
                 return
             with self._lock:
                 self._queued.pop(job.id, None)
-                if job.cancel.is_set():  # cancelled while waiting
-                    self._current = None
-                else:
-                    self._current = job
-            if self._current is None:
-                self.emit({"event": "cancelled", "id": job.id})
-                continue
+                if job.cancel.is_set():  # cancelled while waiting: already reported
+                    continue
+                self._current = job
             job.started = time.monotonic()
             ctx = JobContext(job, self.emit)
             try:
@@ -178,11 +174,14 @@ class Worker:
 
     def _cancel(self, req_id: Any, job_id: str) -> None:
         with self._lock:
-            target = self._current if self._current is not None and self._current.id == job_id else self._queued.get(job_id)
+            running = self._current is not None and self._current.id == job_id
+            target = self._current if running else self._queued.pop(job_id, None)
         if target is None:
             self._error(req_id, "unknown_job", f"no running or queued job {job_id!r}")
             return
         target.cancel.set()
+        if not running:  # a waiting job is dropped now; the job thread skips it silently
+            self.emit({"event": "cancelled", "id": job_id})
 
     def serve(self, inp: TextIO) -> int:
         self._thread.start()
@@ -196,9 +195,14 @@ class Worker:
 
     def shutdown(self, timeout: float = 5.0) -> None:
         with self._lock:
-            jobs = list(self._queued.values()) + ([self._current] if self._current else [])
-        for job in jobs:
+            waiting = list(self._queued.values())
+            self._queued.clear()
+            running = self._current
+        for job in waiting:
             job.cancel.set()
+            self.emit({"event": "cancelled", "id": job.id})
+        if running is not None:
+            running.cancel.set()
         self._queue.put(None)
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -216,3 +220,77 @@ def protocol_stdout() -> TextIO:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+
+
+# --- the pipeline behind the worker ------------------------------------------------------------
+
+def _job_settings(base, params: dict):
+    """The worker's settings with a request's ``settings`` overrides (``{"fit.steps": 100}``)."""
+    import copy
+
+    from .config import ConfigError, _apply
+
+    settings = copy.deepcopy(base)
+    overrides = params.get("settings") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError("request field 'settings' must be an object of 'section.key': value")
+    for dotted, value in overrides.items():
+        section, _, key = str(dotted).partition(".")
+        _apply(settings, section, key, value, f"request setting {dotted}")
+    return settings
+
+
+def _progress_adapter(ctx: JobContext):
+    def progress(stage: str, frame: int, total: int, step: int, loss: float) -> None:
+        ctx.progress(stage, frame=frame, total=total, step=step, loss=None if loss != loss else loss)
+    return progress
+
+
+def _reconstruct_job(base):
+    def handler(params: dict, ctx: JobContext) -> dict:
+        from .errors import InputError
+        from .pipeline import reconstruct
+
+        images = params.get("images") or ([params["image"]] if params.get("image") else [])
+        if not images or not all(isinstance(i, str) for i in images):
+            raise InputError("reconstruct needs 'images': a list of file paths (or 'image')")
+        result = reconstruct(images, params.get("output"), settings=_job_settings(base, params),
+                             progress=_progress_adapter(ctx), cancel=ctx.cancel_event)
+        return result.as_dict()
+    return handler
+
+
+def _track_job(base):
+    def handler(params: dict, ctx: JobContext) -> dict:
+        from .errors import InputError
+        from .pipeline import track
+
+        video = params.get("video")
+        if not isinstance(video, str):
+            raise InputError("track needs 'video': a video file or an image folder")
+        result = track(video, params.get("output"), settings=_job_settings(base, params),
+                       progress=_progress_adapter(ctx), cancel=ctx.cancel_event,
+                       resume=bool(params.get("resume", True)), max_frames=params.get("max_frames"))
+        return result.as_dict()
+    return handler
+
+
+def _hello(settings) -> dict:
+    import torch
+
+    device = settings.fit.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"device": device, "model_setting": settings.models.model,
+            "flame_configured": bool(settings.models.flame),
+            "networks_configured": bool(settings.models.uv_checkpoint or settings.models.normals_checkpoint)}
+
+
+def serve_pipeline(settings, inp: TextIO, out: TextIO) -> int:
+    """Run the worker with the real pipeline until stdin closes or ``shutdown`` arrives."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    worker = Worker({"reconstruct": _reconstruct_job(settings), "track": _track_job(settings)}, out=out,
+                    hello_info=lambda: _hello(settings))
+    return worker.serve(inp)

@@ -94,8 +94,11 @@ def test_cancel_queued_job():
     w.handle_line('{"id": "first", "cmd": "track", "steps": 10}')
     w.handle_line('{"id": "second", "cmd": "track", "steps": 10}')
     w.handle_line('{"id": "c", "cmd": "cancel", "job": "second"}')
+    # the waiting job is dropped at once, before the running one finishes
+    cancelled = [e for e in out.events() if e.get("id") == "second" and e["event"] == "cancelled"]
+    assert cancelled and not any(e["event"] == "result" for e in out.events())
     deadline = time.time() + 30
-    while time.time() < deadline and not any(e.get("id") == "second" and e["event"] == "cancelled" for e in out.events()):
+    while time.time() < deadline and not any(e.get("id") == "first" and e["event"] == "result" for e in out.events()):
         time.sleep(0.02)
     w.shutdown()
     events = out.events()

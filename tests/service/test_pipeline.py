@@ -1,0 +1,171 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Footage to result file, end to end on CPU: photos, several photos, a clip, resume."""
+import json
+import signal
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from headcast.errors import Cancelled, NoFaceError
+from headcast.io import evaluate_rig, load_result, model_to_camera, project_to_pixels
+from headcast.pipeline import reconstruct, track
+
+from .conftest import fast_env, headcast_cmd, rig_vertices_reference
+
+
+def _mediapipe_points(image_rgb):
+    from headcast.priors import prepare_footage
+    prepared = prepare_footage(image_rgb)
+    return prepared.landmarks.in_original()[0]
+
+
+def test_cli_reconstruct_astronaut_with_tiny_checkpoints(tmp_path, astronaut_png, tiny_checkpoints, synthetic_model):
+    """The full path: CLI, JSON events, both networks (random weights), synthetic model, result file."""
+    out = tmp_path / "astronaut.headcast.npz"
+    proc = subprocess.run(headcast_cmd("reconstruct", astronaut_png, "-o", out, "--model", "synthetic", "--json",
+                                       "--uv-checkpoint", tiny_checkpoints / "uv.ckpt",
+                                       "--normals-checkpoint", tiny_checkpoints / "normals.ckpt"),
+                          capture_output=True, text=True, env=fast_env(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    stages = {e["stage"] for e in events if e["event"] == "progress"}
+    assert {"model", "detect", "priors", "fit", "write"} <= stages
+    result = events[-1]
+    assert result["event"] == "result" and result["mode"] == "pixel3dmm" and result["frames"] == 1
+    r = load_result(out)
+    assert r.metadata["network_weights"]["uv"].endswith("uv.ckpt")
+    assert r.metadata["licence"] == "Headcast synthetic model (CC0)"
+    from headcast.io import sidecar_path
+    assert json.loads(sidecar_path(out).read_text())["model_name"] == "headcast-synthetic"
+    # the numpy rig reproduces the torch model's posed vertices
+    cam = model_to_camera(r, evaluate_rig(r))
+    np.testing.assert_allclose(cam, rig_vertices_reference(out, synthetic_model), atol=1e-5)
+
+
+def test_reconstruct_lines_up_with_the_face(fast_settings, tmp_path, astronaut_png, synthetic_model):
+    """Landmark + mask mode on the astronaut: the fitted head's eyes and mouth sit on hers."""
+    import skimage.data
+
+    res = reconstruct(astronaut_png, tmp_path / "a.headcast.npz",
+                      settings=fast_settings(**{"models.model": "synthetic", "fit.steps": 120, "fit.render_size": 192}))
+    assert res.mode == "landmarks+mask" and res.valid_frames == 1
+    r = load_result(res.path)
+    assert tuple(r.metadata["image_size"]) == (512, 512)
+    px = project_to_pixels(r, model_to_camera(r, evaluate_rig(r)))[0]
+    detected = _mediapipe_points(skimage.data.astronaut())
+    # eye centres: mean of the eyeball front vertices vs MediaPipe's iris centres (original pixels)
+    for mask, iris in (("left_eyeball", 473), ("right_eyeball", 468)):
+        ids = synthetic_model.masks[mask]
+        front = ids[np.argsort(synthetic_model.v_template[ids, 2])[-5:]]
+        err = np.linalg.norm(px[front].mean(0) - detected[iris])
+        assert err < 6.0, f"{mask}: {err:.1f} px from the detected iris"
+
+
+def test_reconstruct_from_flame_format_files(fast_settings, tmp_path, astronaut_png, synthetic_dir):
+    """The real FLAME file layout (chumpy pickle + assets beside it) goes through the same path."""
+    import shutil
+
+    flame_dir = tmp_path / "FLAME2020"
+    shutil.copytree(synthetic_dir, flame_dir)
+    res = reconstruct(astronaut_png, tmp_path / "f.headcast.npz",
+                      settings=fast_settings(**{"models.model": "flame", "models.flame": str(flame_dir)}))
+    r = load_result(res.path)
+    assert r.metadata["licence"].startswith("FLAME 2020")
+    assert (flame_dir / "generic_model.mediapipe_embedding.npz").is_file() or any(
+        "mediapipe" in p.name for p in flame_dir.iterdir()), "the embedding is cached next to the model"
+
+
+def test_several_photos_share_one_identity(fast_settings, tmp_path, astronaut_png):
+    import cv2
+
+    img = cv2.imread(str(astronaut_png))
+    second = tmp_path / "mirrored.png"
+    cv2.imwrite(str(second), img[:, ::-1])
+    res = reconstruct([astronaut_png, second], tmp_path / "multi.headcast.npz",
+                      settings=fast_settings(**{"models.model": "synthetic"}))
+    r = load_result(res.path)
+    assert res.n_frames == 2 and r.arrays["expression"].shape[0] == 2
+    # one identity for both (the rig has one neutral), separate poses: the mirrored photo's head turns the other way
+    R = r.arrays["head_rotation"]
+    assert not np.allclose(R[0], R[1], atol=1e-4)
+
+
+def test_photo_without_a_face_is_a_clear_error(fast_settings, tmp_path):
+    from headcast.synthetic_footage import write_image
+
+    blank = write_image(np.full((300, 400, 3), 120, np.uint8), tmp_path / "wall.png")
+    with pytest.raises(NoFaceError, match="no face"):
+        reconstruct(blank, tmp_path / "x.headcast.npz", settings=fast_settings(**{"models.model": "synthetic"}))
+    assert not (tmp_path / "x.headcast.npz").exists()
+
+
+def test_track_clip_and_numpy_rig_matches_backend(fast_settings, tmp_path, synthetic_clip_mp4, synthetic_model):
+    res = track(synthetic_clip_mp4, tmp_path / "clip.headcast.npz", settings=fast_settings(**{"models.model": "synthetic"}))
+    r = load_result(res.path)
+    n = r.arrays["expression"].shape[0]
+    assert n == 8 and res.valid_frames == 8 and r.metadata["fps"] == pytest.approx(25.0)
+    assert tuple(r.metadata["image_size"]) == (640, 480)
+    np.testing.assert_allclose(model_to_camera(r, evaluate_rig(r)), rig_vertices_reference(res.path, synthetic_model),
+                               atol=1e-5)
+    # one static crop box for the clip, a shared focal length
+    assert np.ptp(r.arrays["crop_boxes"], axis=0).max() == 0
+    assert np.ptp(r.arrays["intrinsics"][:, 0]) < 1e-6
+    assert not (tmp_path / "clip.headcast.npz.partial").exists(), "partial frames are removed once the result exists"
+
+
+def _arrays(path):
+    r = load_result(path)
+    return {k: r.arrays[k] for k in ("expression", "joint_rotations", "head_rotation", "head_translation", "intrinsics",
+                                     "v_template")}
+
+
+def test_cancel_keeps_finished_frames_and_resume_matches(fast_settings, tmp_path, synthetic_clip_mp4):
+    settings = fast_settings(**{"models.model": "synthetic"})
+    full = track(synthetic_clip_mp4, tmp_path / "full.headcast.npz", settings=settings)
+    out = tmp_path / "resumed.headcast.npz"
+    stop = threading.Event()
+
+    def progress(stage, frame, total, step, loss):
+        if stage == "online" and frame >= 4:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        track(synthetic_clip_mp4, out, settings=settings, progress=progress, cancel=stop)
+    partial = out.with_name(out.name + ".partial")
+    kept = sorted(partial.glob("0*.npz"))
+    assert len(kept) >= 4 and not out.exists()
+    seen = []
+    track(synthetic_clip_mp4, out, settings=settings, progress=lambda s, f, t, step, loss: seen.append((s, f, loss)))
+    refit = [f for s, f, loss in seen if s in ("online", "first_frame") and f >= 0 and loss == loss]
+    assert refit and min(refit) >= len(kept), "finished frames are not redone"
+    a, b = _arrays(full.path), _arrays(out)
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], atol=1e-5, err_msg=key)
+
+
+def test_killed_process_resumes_to_the_same_result(tmp_path, synthetic_clip_mp4, fast_settings):
+    """kill -9 in the middle of the online pass, run again: same result as an uninterrupted run."""
+    env = fast_env(tmp_path)
+    ref = tmp_path / "ref.headcast.npz"
+    subprocess.run(headcast_cmd("track", synthetic_clip_mp4, "-o", ref, "--model", "synthetic"), env=env, check=True,
+                   capture_output=True, timeout=600)
+    out = tmp_path / "killed.headcast.npz"
+    proc = subprocess.Popen(headcast_cmd("track", synthetic_clip_mp4, "-o", out, "--model", "synthetic", "--json"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    partial = out.with_name(out.name + ".partial")
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(partial.glob("0*.npz"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    assert len(list(partial.glob("0*.npz"))) >= 3
+    done = subprocess.run(headcast_cmd("track", synthetic_clip_mp4, "-o", out, "--model", "synthetic"), env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a, b = _arrays(ref), _arrays(out)
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], atol=1e-5, err_msg=key)
