@@ -362,7 +362,8 @@ class PartialTrack:
         stamp.write_text(self.fingerprint)
 
     def save(self, index: int, frame) -> None:
-        arrays = {k: np.asarray(v) for k, v in vars(frame).items() if v is not None}
+        arrays = {k: np.asarray(v) for k, v in vars(frame).items() if v is not None and k != "state"}
+        arrays.update({f"state__{k}": np.asarray(v) for k, v in (frame.state or {}).items()})
         tmp = self.folder / f".{index:06d}.tmp.npz"
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
@@ -379,10 +380,11 @@ class PartialTrack:
                     d = {k: z[k] for k in z.files}
             except (OSError, ValueError):
                 break  # a half-written frame after a crash: redo it
+            state = {k[len("state__"):]: v for k, v in d.items() if k.startswith("state__")}
             frames.append(FrameFit(index=int(d["index"]), expression=d["expression"], eyelids=d.get("eyelids"),
                                    rotations=d["rotations"], R_head=d["R_head"], t_head=d["t_head"],
                                    loss=float(d["loss"]), valid=bool(d["valid"]), shape=d["shape"],
-                                   intrinsics=d["intrinsics"]))
+                                   intrinsics=d["intrinsics"], state=state or None))
         return frames
 
     def remove(self) -> None:

@@ -1,0 +1,149 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Weights, learning rates, thresholds and step counts of the fitting.
+
+The defaults follow Pixel3DMM's tracking configuration where it is known (see
+``/work/shared/reference/pixel3dmm.md`` §4) and deviate where the synthetic benchmark
+(``scripts/bench_fit.py``) measured an improvement; each deviation is commented.
+
+Normalisation: image-space residuals are divided by the image width S before squaring, and
+dense terms are summed over pixels and divided by H*W, so a weight means the same thing at
+128² and 256².
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass
+class FitConfig:
+    # ---- model size ----
+    n_shape: int = 300
+    n_expr: int = 100
+
+    # ---- data terms ----
+    w_uv_vertex: float = 2.0e5  # 2-D vertex loss from nearest-uv correspondences (P3DMM: 2000 x 100)
+    w_uv_dense: float = 2.0e5  # rendered uv against the predicted uv map (P3DMM: 2000 x 100)
+    w_normal: float = 1000.0  # L1 of head-frame normals (P3DMM: 1000)
+    # Ours: each corresponded vertex's normal against the predicted normal at its target pixel.
+    # It gives the sparse problem (and its Levenberg-Marquardt solve) the depth information
+    # the 2-D correspondences lack.
+    w_vertex_normal: float = 150.0
+    w_silhouette: float = 500.0  # L1 of the antialiased face-region coverage (P3DMM: 500)
+    # Landmark groups. Pixel3DMM: eyes 1000 x 5, iris 1000 x 50, lids 1000 x 500, mouth, 68 and
+    # contour off. Ours: 5x lower for eyes and iris, 10x for lids: with 1.5 px detector noise and
+    # 5% outliers the official weights let a dozen eye points outweigh the dense cues (single
+    # image: 1.77 -> 1.50 mm; video: frame-to-frame jitter 11 -> 4 mm on the synthetic benchmark).
+    landmark_weights: dict = field(default_factory=lambda: {
+        "landmarks": 0.0, "eyes": 1000.0, "iris": 1.0e4, "mouth": 0.0, "contour": 0.0,
+        "nose": 0.0, "brows": 0.0})
+    # A frame with neither a uv nor a normal map has nothing else to go on: all landmark groups
+    # count then (detectors' mouth and contour points are a weaker fit to the model's
+    # embedding, which is why they are off when the dense priors are there).
+    landmark_weights_without_dense: dict = field(default_factory=lambda: {
+        "landmarks": 5000.0, "eyes": 5000.0, "iris": 1.0e4, "mouth": 5000.0, "contour": 1000.0,
+        "nose": 5000.0, "brows": 5000.0})
+    w_lid: float = 5.0e4  # eyelid closure (upper-lower gap); see above
+
+    # uv correspondences
+    uv_delta: float = 5e-5  # squared uv distance below which a vertex has a correspondence (P3DMM)
+    uv_dist_px: float = 20.0  # pixel-distance outlier cut at 256 px width (scaled with the width)
+    # Ours: dense-uv pixels whose rendered and predicted uv differ by more than this are dropped.
+    # Where the layout has a chart border (eyeball vs skin, seams) a one-pixel misalignment
+    # gives a huge squared difference with a meaningless gradient; on the synthetic head those
+    # pixels made up >99% of the dense uv energy and stalled the eyes and the identity.
+    uv_dense_delta: float = 0.03
+    uv_subpixel: bool = True  # refine the nearest pixel with the local uv Jacobian (ours; see bench)
+    # vertices with a uv loss (P3DMM: face, ears and some neck) ... minus these
+    uv_vertex_masks: tuple = ("face", "left_ear", "right_ear", "neck")
+    uv_vertex_exclude: tuple = ("eye_region", "left_eyeball", "right_eyeball")
+    visibility_tol: float = 1e-2  # relative depth tolerance of the visibility test
+
+    # normals
+    normal_delta: float = 0.33  # per-pixel outlier cut on the mean |difference| (P3DMM)
+    # The eye mask covers the eyeballs plus the skin within this distance of them. Pixel3DMM
+    # dilates the rendered eyeball mask by a 13 px blur at 512 px (about 3 mm at the head);
+    # marking the vertices once gives the same band without an image-space pass per step.
+    eye_margin_m: float = 0.003
+    eye_masks: tuple = ("left_eyeball", "right_eyeball")
+
+    # silhouette: model region whose rendered coverage is compared with the face mask
+    silhouette_masks: tuple = ("face", "left_eyeball", "right_eyeball")
+
+    # ---- regularisers ----
+    w_expr: float = 0.05
+    w_shape: float = 0.05  # towards zero (or the model's prior mean, whitened)
+    w_shape_prior: float = 0.2  # towards an optional prior code (e.g. MICA)
+    w_jaw: float = 0.01
+    # Ours 10 (P3DMM 0.1): the split between neck and head rotation is barely observed (the neck
+    # is mostly outside the crop and the normal cue is in the neck's frame); with a weak prior the
+    # tracked neck drifted to 17 degrees over a 16-frame synthetic clip, with 10 it stays put.
+    w_neck: float = 10.0
+    w_eyes: float = 0.01
+    w_eye_symmetry: float = 0.1
+    w_eyelids: float = 0.01
+    w_principal_point: float = 1.0
+    w_bounds: float = 100.0  # soft penalty outside coefficient bounds (hard clamp afterwards too)
+
+    # ---- temporal smoothness (video), on squared first differences ----
+    smooth_weights: dict = field(default_factory=lambda: {
+        "expr": 50.0, "eyes": 10.0, "eyelids": 2.0, "jaw": 50.0, "neck": 1000.0,
+        "R": 2000.0, "t": 15200.0})  # P3DMM reg_smooth_*
+    smooth_scale: float = 1.0
+    online_smooth_scale: float = 0.2  # ours: pull each online frame gently toward the previous one
+
+    # ---- optimiser (Adam learning rates per parameter group) ----
+    lr: dict = field(default_factory=lambda: {
+        "shape": 0.01, "expr": 0.01, "eyelids": 0.005, "jaw": 0.005, "neck": 0.002, "eyes": 0.005,
+        "R": 0.005, "t": 0.001, "focal": 0.02, "pp": 5e-4})
+    lr_decay_at: tuple = (0.6, 0.85)  # fractions of a stage where all learning rates ...
+    lr_decay: float = 0.3  # ... are multiplied by this
+
+    # ---- stages ----
+    camera_steps: int = 150  # camera initialisation (sparse correspondences, no rendering)
+    # Levenberg-Marquardt on the sparse terms after the camera (ours, optional). Measured on the
+    # synthetic benchmark (3 scenes, 256², 500 steps): exact cues 0.59 -> 0.50 mm, realistic
+    # 1.55 -> 1.65 mm, +4 s per image; so it is off by default.
+    lm_iterations: int = 0
+    # The same, warm-started, on each tracked frame (frame parameters only, at the online render
+    # size): Adam's few online steps lag behind fast expressions, two LM iterations do not
+    # (16-frame clip, 256²: posed 2.05 -> 1.56 mm after the global pass, +0.25 s per frame).
+    online_lm_iterations: int = 2
+    steps: int = 500  # single image / multi-image full energy
+    # Ours: the first part of the image and first-frame stages renders at 1/k of the size
+    coarse_fraction: float = 0.0
+    coarse_downsample: int = 2
+    first_frame_steps: int = 300  # video: first frame, full energy with identity free
+    # Video online pass: frames start from their predecessor (with its optimiser state and the
+    # LM step above), then Adam runs until the loss stops improving.
+    online_steps: int = 30  # at most this many per later frame
+    online_downsample: int = 2  # online pass rendered at 1/k of the fit size (same error, ~2x faster)
+    online_min_steps: int = 8
+    online_lr_scale: float = 0.5  # frames start next to their solution
+    early_stop_window: int = 5
+    early_stop_rel: float = 5e-3  # stop when the loss improved less than this fraction over the window
+    global_epochs: float = 4.0  # video: global pass length in visits per frame
+    global_min_steps: int = 100
+    global_batch: int = 8
+    global_random_fraction: float = 0.3  # first part of the global pass on random frames
+    # The global pass starts from converged frames: at full learning rates Adam's unit-size steps
+    # only add noise (benchmark: 20-frame clip, posed 2.2 mm at 1.0 vs 1.5 mm at 0.3).
+    global_lr_scale: float = 0.3
+    max_images_per_step: int = 8  # multi-image: mini-batch size when there are more images
+
+    # ---- camera ----
+    init_focal: float = 4.5  # focal length / image width (a head at ~1 m filling a 1.42 face crop)
+    init_distance: float = 1.0  # metres
+    pnp_focal_factors: tuple = (1.0,)  # focal candidates (x init) tried by the PnP initialisation
+    optimize_focal: bool = True
+    optimize_pp: bool = True
+
+    # ---- misc ----
+    dtype: str = "float32"
+
+    def landmark_weight(self, term: str, dense: bool = True) -> float:
+        table = self.landmark_weights if dense else self.landmark_weights_without_dense
+        return float(table.get(term, 0.0))
+
+    def with_(self, **changes) -> "FitConfig":
+        """A copy with some fields changed."""
+        return replace(self, **changes)

@@ -1,0 +1,395 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The fitting energy of a batch of frames: model forward, camera, rendering, loss terms.
+
+Only what the active terms need is computed: no rasterization without a dense cue (or a uv
+correspondence that needs the visibility test), no head-frame mesh without normals, no uv
+interpolation without a uv cue.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..render import antialias, interpolate, project_points, rasterize, vertex_normals, vertex_visibility
+from . import losses as L
+from .config import FitConfig
+from .correspondence import uv_correspondences
+from .cues import FrameCues, validate_cues
+from .head import FACING_CAMERA, FitHead
+from .params import Params
+
+
+@dataclass
+class PreparedLandmarks:
+    kind: str
+    data: object
+    points: torch.Tensor  # [L, 2]
+    weights: torch.Tensor  # [L]
+    term_weight: float
+    lid_pairs: torch.Tensor | None
+
+
+@dataclass
+class PreparedFrame:
+    """One frame's cues as tensors, plus its cached uv correspondences."""
+
+    uv: torch.Tensor | None = None
+    uv_mask: torch.Tensor | None = None
+    normals: torch.Tensor | None = None
+    normal_mask: torch.Tensor | None = None
+    face_mask: torch.Tensor | None = None
+    sil_valid: torch.Tensor | None = None
+    corr_ids: torch.Tensor | None = None  # [M]
+    corr_target: torch.Tensor | None = None  # [M, 2]
+    corr_normal: torch.Tensor | None = None  # [M, 3] normal cue at each correspondence's pixel
+    corr_normal_valid: torch.Tensor | None = None  # [M] float
+    landmarks: list = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return (self.uv is None and self.normals is None and self.face_mask is None and not self.landmarks
+                and (self.corr_ids is None or len(self.corr_ids) == 0))
+
+
+def prepare_frame(head: FitHead, cues: FrameCues | None, config: FitConfig, size: tuple[int, int],
+                  where: str = "frame", corr: tuple | None = None) -> PreparedFrame:
+    """Validate a frame's cues and turn them into tensors; compute its uv correspondences
+    (or reuse ``corr`` = (ids, targets) cached from an earlier preparation).
+    ``None`` (a dropped frame) gives an empty frame."""
+    if cues is None:
+        return PreparedFrame()
+    c = validate_cues(cues, size, where)
+    dt = head.dtype
+    as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dt)  # noqa: E731
+    p = PreparedFrame()
+    if c.uv is not None and head.has_uv:
+        p.uv, p.uv_mask = as_t(c.uv), as_t(c.uv_mask)
+        if corr is None:
+            found = uv_correspondences(c.uv, c.uv_mask, head.uv_vertex_ids, head.uv_vertex_uv, config.uv_delta,
+                                       config.uv_subpixel)
+            corr = (torch.as_tensor(found.vertex_ids, dtype=torch.long), as_t(found.target_px))
+        p.corr_ids, p.corr_target = corr
+    if c.normals is not None:
+        p.normals, p.normal_mask = as_t(c.normals), as_t(c.normal_mask)
+        if p.corr_ids is not None and len(p.corr_ids):
+            # the predicted normal where each vertex should land (bilinear at the sub-pixel
+            # target, valid where all four pixels are): a per-vertex normal target
+            n_img, ok = _bilinear(c.normals, c.normal_mask, p.corr_target.double().numpy())
+            n_img /= np.maximum(np.linalg.norm(n_img, axis=-1, keepdims=True), 1e-9)
+            p.corr_normal = as_t(n_img)
+            p.corr_normal_valid = as_t(ok)
+    if c.face_mask is not None:
+        p.face_mask = as_t(c.face_mask)
+        p.sil_valid = None if c.silhouette_valid is None else as_t(c.silhouette_valid)
+    dense = c.uv is not None or c.normals is not None
+    for k, t in enumerate(c.landmarks):
+        w_term = config.landmark_weight(t.term, dense)
+        lid = t.lid_pairs if (t.lid_pairs is not None and len(t.lid_pairs) and config.w_lid > 0) else None
+        if w_term <= 0 and lid is None:
+            continue
+        plan = head.resolve_landmarks(t.embedding, t.ids, len(t.points), f"{where} landmarks[{k}]")
+        if plan is None:  # the model has no such embedding: the term switches off
+            continue
+        kind, data, keep = plan
+        w = np.where(keep, t.weights, 0.0)
+        if not np.any(w > 0):
+            continue
+        p.landmarks.append(PreparedLandmarks(kind, data, as_t(t.points), as_t(w), w_term,
+                                             None if lid is None else torch.as_tensor(lid, dtype=torch.long)))
+    return p
+
+
+def _bilinear(img: np.ndarray, mask: np.ndarray, px: np.ndarray):
+    """Bilinear samples of ``img`` [H, W, C] at pixel positions ``px`` [M, 2] (centres at +0.5)
+    and whether all four neighbours are inside ``mask``."""
+    h, w = mask.shape
+    x = px[:, 0] - 0.5
+    y = px[:, 1] - 0.5
+    x0 = np.clip(np.floor(x).astype(int), 0, w - 2)
+    y0 = np.clip(np.floor(y).astype(int), 0, h - 2)
+    fx = np.clip(x - x0, 0.0, 1.0)[:, None]
+    fy = np.clip(y - y0, 0.0, 1.0)[:, None]
+    out = ((1 - fx) * (1 - fy) * img[y0, x0] + fx * (1 - fy) * img[y0, x0 + 1]
+           + (1 - fx) * fy * img[y0 + 1, x0] + fx * fy * img[y0 + 1, x0 + 1])
+    ok = mask[y0, x0] & mask[y0, x0 + 1] & mask[y0 + 1, x0] & mask[y0 + 1, x0 + 1]
+    return out, ok
+
+
+_FLAME_FROM_CAMERA = torch.as_tensor(FACING_CAMERA)  # OpenCV camera -> FLAME's "facing +z" frame
+
+
+@dataclass
+class EnergyOptions:
+    dense: bool = True  # rendered terms (normals, dense uv, silhouette)
+    uv_vertex: bool = True
+    landmarks: bool = True
+    regularize: bool = True
+    robust_init: bool = False  # Cauchy vertex loss, no pixel cut, no visibility (camera init)
+    shape_scale: float = 1.0  # weight of the shared-parameter priors (batch / frames)
+    identity: torch.Tensor | None = None  # precomputed identity offset while the shape is frozen
+
+
+class Energy:
+    """Evaluates the weighted terms for rows of :class:`Params` against prepared frames."""
+
+    def __init__(self, head: FitHead, config: FitConfig, size: tuple[int, int]) -> None:
+        self.head = head
+        self.cfg = config
+        self.size = (int(size[0]), int(size[1]))
+        self.width = float(size[1])
+        self.dist_px = config.uv_dist_px * self.width / 256.0
+        m = head.model
+        dt = head.dtype
+        self.expr_bounds = None if m.expr_bounds is None else torch.as_tensor(m.expr_bounds[:head.n_expr], dtype=dt)
+        self.shape_bounds = None if m.shape_bounds is None else torch.as_tensor(m.shape_bounds[:head.n_shape], dtype=dt)
+        self.shape_mean = None if m.shape_mean is None else torch.as_tensor(m.shape_mean[:head.n_shape], dtype=dt)
+        self.shape_whiten = (None if m.shape_whiten is None
+                             else torch.as_tensor(m.shape_whiten[:head.n_shape, :head.n_shape], dtype=dt))
+        names = list(m.joint_names[1:])
+        self.jaw = names.index("jaw") if "jaw" in names else None
+        self.neck = names.index("neck") if "neck" in names else None
+        self.eyes = [names.index(n) for n in ("eye_left", "eye_right") if n in names]
+
+    # ------------------------------------------------------------------------------------
+
+    def __call__(self, params: Params, rows: list[int], frames: list[PreparedFrame],
+                 opts: EnergyOptions | None = None, shape_prior: torch.Tensor | None = None):
+        """Returns (total scalar, per-frame totals [B] detached, dict of per-frame terms)."""
+        opts = opts or EnergyOptions()
+        cfg, head = self.cfg, self.head
+        rows_t = torch.as_tensor(rows, dtype=torch.long)
+        b = len(rows)
+        dt = head.dtype
+        h, w = self.size
+        terms: dict[str, torch.Tensor] = {}
+
+        has_normals = opts.dense and cfg.w_normal > 0 and any(f.normals is not None for f in frames)
+        has_uv = opts.dense and cfg.w_uv_dense > 0 and head.has_uv and any(f.uv is not None for f in frames)
+        has_sil = opts.dense and cfg.w_silhouette > 0 and any(f.face_mask is not None for f in frames)
+        has_corr = (opts.uv_vertex and cfg.w_uv_vertex > 0
+                    and any(f.corr_ids is not None and len(f.corr_ids) for f in frames))
+        has_lmk = opts.landmarks and any(f.landmarks for f in frames)
+        has_vn = (has_corr and cfg.w_vertex_normal > 0 and not opts.robust_init
+                  and any(f.corr_normal is not None for f in frames))
+        need_raster = has_normals or has_uv or has_sil or (has_corr and not opts.robust_init)
+
+        rots = params.rotations(rows_t)
+        expr = params.expr[rows_t]
+        eyelids = params.eyelids[rows_t] if head.has_eyelids else None
+        verts, noneck = head.forward(params.shape, expr, eyelids, rots, want_noneck=has_normals or has_vn,
+                                     identity=opts.identity)
+        v_normals = vertex_normals(noneck, head.faces) if (has_normals or has_vn) else None
+        R = params.head_rotation(rows_t)
+        t = params.translation(rows_t)
+        vcam = verts @ R.transpose(1, 2) + t[:, None]
+        fx, fy, cx, cy = params.intrinsics(rows_t, self.size)
+        screen = project_points(vcam, fx, fy, cx, cy)
+
+        raster = None
+        if need_raster:
+            raster = rasterize(screen, head.faces, (h, w), cull_backfaces=True)
+            pix_batch = raster.pixel_batch
+            # covered pixels of each frame, as indices into that frame's flattened cue maps
+            counts = torch.bincount(pix_batch, minlength=b).tolist()
+            local = (raster.pixel_index - pix_batch * (h * w)).split(counts)
+
+        if has_normals:
+            attrs = [v_normals]
+            if head.has_eye_mask:
+                attrs.append(head.eye_attr.expand(b, -1, -1))
+            img = interpolate(torch.cat(attrs, dim=-1), raster, head.faces)
+            px = img.view(b * h * w, -1)[raster.pixel_index]  # [N, C] covered pixels only
+            n_px = px[:, :3] / px[:, :3].norm(dim=-1, keepdim=True).clamp_min(1e-8)
+            target, mask = self._gather_pixels(frames, local, "normals", "normal_mask", 3)
+            if head.has_eye_mask:
+                mask = mask * (px[:, 3].detach() < 1e-3).to(dt)
+            terms["normal"] = cfg.w_normal * L.normal_loss(n_px, target, mask, cfg.normal_delta, pix_batch, b, h * w)
+
+        if has_sil:
+            region = head.sil_face[raster.pixel_face]
+            dense = region.new_zeros(b * h * w).index_put((raster.pixel_index,), region).view(b, h, w, 1)
+            cov = antialias(dense, raster, screen, head.faces)[..., 0]
+            target, _ = self._stack(frames, "face_mask", None, (h, w))
+            valid = self._valid_sil(frames, (h, w))
+            terms["silhouette"] = cfg.w_silhouette * L.silhouette_loss(cov, target, valid)
+
+        if has_uv:
+            uv_img = interpolate(head.uv, raster, head.faces_uv)
+            uv_px = uv_img.view(b * h * w, 2)[raster.pixel_index]
+            target, mask = self._gather_pixels(frames, local, "uv", "uv_mask", 2)
+            terms["uv_dense"] = cfg.w_uv_dense * L.uv_dense_loss(uv_px, target, mask, pix_batch, b, h * w,
+                                                                 cfg.uv_dense_delta)
+
+        if has_corr:
+            proj, target, valid, ids = self._gather_corr(frames, screen)
+            if opts.robust_init:
+                terms["uv_vertex"] = cfg.w_uv_vertex * L.robust_vertex_loss(proj, target, valid, self.width,
+                                                                            scale_px=0.05 * self.width)
+            else:
+                vis = vertex_visibility(screen, raster, tol=cfg.visibility_tol, radius=1)
+                valid = valid * torch.gather(vis, 1, ids).to(dt)
+                terms["uv_vertex"] = cfg.w_uv_vertex * L.uv_vertex_loss(proj, target, valid, self.width,
+                                                                        self.dist_px)
+                if has_vn:
+                    n_t, n_ok = self._gather_corr_normals(frames, ids.shape[1])
+                    inlier = valid * n_ok * ((proj - target).detach().abs().sum(-1) < self.dist_px).to(dt)
+                    n_v = torch.gather(v_normals, 1, ids[..., None].expand(-1, -1, 3))
+                    terms["vertex_normal"] = cfg.w_vertex_normal * L.vertex_normal_loss(n_v, n_t, inlier)
+
+        if has_lmk:
+            lm, lid = self._landmark_terms(frames, vcam, rots, R, fx, fy, cx, cy)
+            terms["landmarks"] = lm
+            if lid is not None:
+                terms["lid"] = lid
+
+        if opts.regularize:
+            self._frame_priors(params, rows_t, terms)
+
+        per_frame = sum(terms.values()) if terms else torch.zeros(b, dtype=dt)
+        total = per_frame.sum()
+        if opts.regularize:
+            total = total + opts.shape_scale * self.shared_prior(params, shape_prior)
+        return total, per_frame.detach(), {k: v.detach() for k, v in terms.items()}
+
+    # ---- priors ----------------------------------------------------------------------------
+
+    def _frame_priors(self, params: Params, rows: torch.Tensor, terms: dict) -> None:
+        cfg = self.cfg
+        expr = params.expr[rows]
+        reg = cfg.w_expr * L.squared_norm(expr)
+        if self.expr_bounds is not None:
+            reg = reg + cfg.w_bounds * L.bound_violation(expr, self.expr_bounds)
+        joints = params.joints[rows]
+        if self.jaw is not None:
+            reg = reg + cfg.w_jaw * L.rotation_to_identity(joints[:, self.jaw])
+        if self.neck is not None:
+            reg = reg + cfg.w_neck * L.rotation_to_identity(joints[:, self.neck])
+        for e in self.eyes:
+            reg = reg + cfg.w_eyes * L.rotation_to_identity(joints[:, e])
+        if len(self.eyes) == 2:
+            reg = reg + cfg.w_eye_symmetry * L.squared_norm(joints[:, self.eyes[0]] - joints[:, self.eyes[1]])
+        if self.head.has_eyelids:
+            reg = reg + cfg.w_eyelids * L.squared_norm(params.eyelids[rows])
+        terms["prior"] = reg
+
+    def shared_prior(self, params: Params, shape_prior: torch.Tensor | None) -> torch.Tensor:
+        """Identity priors (toward zero or the model's mean, whitened if it says so; toward an
+        optional prior code) and the principal-point prior."""
+        cfg = self.cfg
+        beta = params.shape
+        centred = beta if self.shape_mean is None else beta - self.shape_mean
+        if self.shape_whiten is not None:
+            centred = self.shape_whiten @ centred
+        e = cfg.w_shape * centred.pow(2).sum()
+        if shape_prior is not None:
+            e = e + cfg.w_shape_prior * (beta - shape_prior).pow(2).sum()
+        if self.shape_bounds is not None:
+            e = e + cfg.w_bounds * L.bound_violation(beta[None], self.shape_bounds).sum()
+        return e + cfg.w_principal_point * params.pp.pow(2).sum()
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _stack(self, frames, name: str, mask_name: str | None, shape):
+        dt = self.head.dtype
+        vals, masks = [], []
+        for f in frames:
+            v = getattr(f, name)
+            if v is None:
+                vals.append(torch.zeros(shape, dtype=dt))
+                masks.append(torch.zeros(shape[:2], dtype=dt))
+            else:
+                vals.append(v)
+                masks.append(getattr(f, mask_name) if mask_name else torch.ones(shape[:2], dtype=dt))
+        return torch.stack(vals), torch.stack(masks)
+
+    def _gather_pixels(self, frames, local, name: str, mask_name: str, channels: int):
+        """Cue values [N, C] and mask [N] at the covered pixels (zero for frames without the cue)."""
+        dt = self.head.dtype
+        vals, masks = [], []
+        for f, idx in zip(frames, local):
+            v = getattr(f, name)
+            if v is None:
+                vals.append(torch.zeros(len(idx), channels, dtype=dt))
+                masks.append(torch.zeros(len(idx), dtype=dt))
+            else:
+                vals.append(v.view(-1, channels)[idx])
+                masks.append(getattr(f, mask_name).view(-1)[idx])
+        return torch.cat(vals), torch.cat(masks)
+
+    def _valid_sil(self, frames, hw):
+        dt = self.head.dtype
+        if all(f.sil_valid is None and f.face_mask is not None for f in frames):
+            return None
+        out = []
+        for f in frames:
+            if f.face_mask is None:
+                out.append(torch.zeros(hw, dtype=dt))
+            elif f.sil_valid is None:
+                out.append(torch.ones(hw, dtype=dt))
+            else:
+                out.append(f.sil_valid)
+        return torch.stack(out)
+
+    def _gather_corr(self, frames, screen):
+        """Padded [B, M, 2] projections and targets and [B, M] validity of the correspondences."""
+        b = len(frames)
+        m = max((len(f.corr_ids) if f.corr_ids is not None else 0) for f in frames)
+        dt = screen.dtype
+        ids = torch.zeros(b, m, dtype=torch.long)
+        target = torch.zeros(b, m, 2, dtype=dt)
+        valid = torch.zeros(b, m, dtype=dt)
+        for i, f in enumerate(frames):
+            if f.corr_ids is None or not len(f.corr_ids):
+                continue
+            k = len(f.corr_ids)
+            ids[i, :k], target[i, :k], valid[i, :k] = f.corr_ids, f.corr_target, 1.0
+        proj = torch.gather(screen[..., :2], 1, ids[..., None].expand(-1, -1, 2))
+        return proj, target, valid, ids
+
+    def _gather_corr_normals(self, frames, m: int):
+        dt = self.head.dtype
+        n_t = torch.zeros(len(frames), m, 3, dtype=dt)
+        ok = torch.zeros(len(frames), m, dtype=dt)
+        for i, f in enumerate(frames):
+            if f.corr_normal is not None:
+                k = len(f.corr_ids)
+                n_t[i, :k], ok[i, :k] = f.corr_normal, f.corr_normal_valid
+        return n_t, ok
+
+    def _landmark_terms(self, frames, vcam, rots, R, fx, fy, cx, cy):
+        cfg = self.cfg
+        dt = vcam.dtype
+        contour = rots.clone()
+        contour[:, 0] = _FLAME_FROM_CAMERA.to(dt) @ R  # head rotation in FLAME's convention
+        lm, lid = [], []
+        for i, f in enumerate(frames):
+            lm_i = vcam.new_zeros(())
+            lid_i = vcam.new_zeros(())
+            for pl in f.landmarks:
+                pts3 = self.head.landmark_points(pl.kind, pl.data, vcam[i:i + 1], contour[i:i + 1])
+                px = project_points(pts3, fx[i], fy[i], cx[i], cy[i])[..., :2]
+                if pl.term_weight > 0:
+                    lm_i = lm_i + pl.term_weight * L.landmark_loss(px, pl.points[None], pl.weights[None],
+                                                                  self.width)[0]
+                if pl.lid_pairs is not None:
+                    lid_i = lid_i + cfg.w_lid * L.lid_loss(px, pl.points[None], pl.weights[None],
+                                                           pl.lid_pairs, self.width)[0]
+            lm.append(lm_i)
+            lid.append(lid_i)
+        lm = torch.stack(lm)
+        lid = torch.stack(lid) if any(pl.lid_pairs is not None for f in frames for pl in f.landmarks) else None
+        return lm, lid
+
+    # ---- visibility-free projections for evaluation ----------------------------------------
+
+    @torch.no_grad()
+    def project_vertices(self, params: Params, rows: list[int]) -> torch.Tensor:
+        rows_t = torch.as_tensor(rows, dtype=torch.long)
+        verts, _ = self.head.forward(params.shape, params.expr[rows_t],
+                                     params.eyelids[rows_t] if self.head.has_eyelids else None,
+                                     params.rotations(rows_t))
+        R = params.head_rotation(rows_t)
+        vcam = verts @ R.transpose(1, 2) + params.translation(rows_t)[:, None]
+        return project_points(vcam, *params.intrinsics(rows_t, self.size))

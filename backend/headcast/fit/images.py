@@ -1,0 +1,98 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Single-image and multi-image (unordered photos of one person) fitting."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..flame import HeadModel
+from .config import FitConfig
+from .cues import CueError, FrameCues
+from .energy import EnergyOptions, prepare_frame
+from .progress import Monitor, ProgressFn
+from .solver import EVERYTHING, Fitter, Timer
+
+
+def infer_image_size(cues: Sequence[FrameCues | None], image_size) -> tuple[int, int]:
+    """The fit image size: given, or read off the first per-pixel cue."""
+    if image_size is not None:
+        h, w = (image_size, image_size) if np.isscalar(image_size) else image_size
+        return int(h), int(w)
+    for c in cues:
+        if c is None:
+            continue
+        for name in ("uv", "normals", "face_mask"):
+            a = getattr(c, name)
+            if a is not None:
+                return int(np.shape(a)[0]), int(np.shape(a)[1])
+    raise CueError("cues", "no per-pixel cue to read the image size from: pass image_size=")
+
+
+def fit_images(model: HeadModel, cues: Sequence[FrameCues | None], config: FitConfig | None = None, *,
+               image_size=None, shape_prior: np.ndarray | None = None, share_camera: bool = False,
+               progress: ProgressFn | None = None, cancel=None):
+    """Fit one identity to one or more images of the same person.
+
+    Each image gets its own expression, pose and (unless ``share_camera``) its own camera;
+    the identity is shared. One image is the single-image case: camera initialisation, then
+    ``config.steps`` steps of the full energy. Images without usable cues are kept in the
+    result with ``valid = False`` (their parameters stay at the initialisation).
+    """
+    cfg = config or FitConfig()
+    cues = list(cues)
+    if not cues:
+        raise CueError("cues", "no images to fit")
+    size = infer_image_size(cues, image_size)
+    monitor = Monitor(progress, cancel)
+    timer = Timer()
+    n = len(cues)
+    cam_index = np.zeros(n, dtype=np.int64) if share_camera else np.arange(n)
+    fitter = Fitter(model, cfg, size, n, cam_index, shape_prior, monitor)
+    frames = [prepare_frame(fitter.head, c, cfg, size, where=f"image {i}") for i, c in enumerate(cues)]
+    valid = np.array([not f.empty for f in frames])
+    rows = [i for i in range(n) if valid[i]]
+    if not rows:
+        raise CueError("cues", "none of the images has a usable cue")
+    monitor.check()
+
+    for i in rows:
+        fitter.init_camera(i, frames[i], "camera", n, fit_focal=not share_camera or i == rows[0])
+        # the identity is shared: solved per image only when there is one image
+        fitter.solve_sparse(i, frames[i], cfg.lm_iterations, with_shape=len(rows) == 1)
+    t_camera = timer()
+
+    active = set(EVERYTHING)
+    if not cfg.optimize_focal:
+        active.discard("focal")
+    if not cfg.optimize_pp:
+        active.discard("pp")
+    batch = cfg.max_images_per_step
+    sel = [cues[i] for i in rows]
+    if len(rows) <= batch:
+        fitter.run_coarse_to_fine("fit", rows, sel, [frames[i] for i in rows], cfg.steps, active, EnergyOptions(),
+                                  label=rows[0] if n == 1 else -1, total=n)
+    else:
+        rng = np.random.default_rng(0)
+        # every image is visited about cfg.steps times, in shuffled mini-batches
+        n_steps = int(np.ceil(cfg.steps * len(rows) / batch))
+        order: list[int] = []
+
+        def batches(step, by_row):
+            nonlocal order
+            if len(order) < batch:
+                order = order + list(rng.permutation(rows))
+            pick, order = sorted(set(order[:batch])), order[batch:]
+            return pick, [by_row[i] for i in pick]
+
+        fitter.run_coarse_to_fine("fit", rows, sel, [frames[i] for i in rows], n_steps, active,
+                                  EnergyOptions(shape_scale=batch / len(rows)), total=n, batches=batches)
+
+    # final per-image energies with everything settled (for the report and the result)
+    with torch.no_grad():
+        for i in rows:
+            _, per, _ = fitter.energy(fitter.params, [i], [frames[i]], EnergyOptions(), fitter.shape_prior)
+            fitter.frame_loss[i] = float(per[0])
+    info = {"seconds": timer(), "seconds_camera": t_camera, "steps": int(cfg.steps), "images": n}
+    return fitter.result(valid, shared_camera=share_camera or n == 1, info=info)

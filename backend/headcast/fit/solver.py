@@ -1,0 +1,343 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The optimisation machinery shared by the image and video solvers: parameter set,
+energy, row-wise Adam, stages with learning-rate decay, early stopping, progress."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ..flame import HeadModel
+from ..flame.lbs import matrix_to_rotation_6d
+from . import losses as L
+from .camera_init import place_from_mask, pnp_pose, point_pairs, rest_vertices, set_pose
+from .config import FitConfig
+from .energy import Energy, EnergyOptions, PreparedFrame
+from .head import FitHead
+from .params import PER_FRAME, Params, RowAdam, params_from_intrinsics
+from .progress import Monitor
+from .result import FitResult, FrameFit
+
+FRAME_ONLY = PER_FRAME
+EVERYTHING = PER_FRAME + ("shape", "focal", "pp")
+
+
+def _dtype(cfg: FitConfig) -> torch.dtype:
+    return {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
+
+
+class Fitter:
+    """Parameters, energy and optimiser for ``n_frames`` frames of one person."""
+
+    def __init__(self, model: HeadModel, config: FitConfig, image_size: tuple[int, int], n_frames: int,
+                 cam_index: np.ndarray | None = None, shape_prior: np.ndarray | None = None,
+                 monitor: Monitor | None = None, head: FitHead | None = None) -> None:
+        self.cfg = config
+        self.size = (int(image_size[0]), int(image_size[1]))
+        self.head = head or FitHead(model, config.n_shape, config.n_expr, _dtype(config), config.uv_vertex_masks,
+                                    config.uv_vertex_exclude, config.silhouette_masks, config.eye_masks,
+                                    config.eye_margin_m)
+        self.params = Params(self.head, n_frames, cam_index, config.init_focal, config.init_distance)
+        self.energy = Energy(self.head, config, self.size)
+        self._energies = {self.size: self.energy}
+        self.shape_prior = None
+        if shape_prior is not None:
+            sp = np.asarray(shape_prior, dtype=np.float64).ravel()[: self.head.n_shape]
+            full = np.zeros(self.head.n_shape)
+            full[: len(sp)] = sp
+            self.shape_prior = torch.as_tensor(full, dtype=self.head.dtype)
+        lr = dict(config.lr)
+        lr["joints"] = self.params.joint_lr(config.lr)
+        self.opt = RowAdam(self.params.tensors(), PER_FRAME, lr)
+        self.monitor = monitor or Monitor()
+        self.frame_loss = np.zeros(n_frames)
+        self.steps_taken = np.zeros(n_frames, dtype=np.int64)
+
+    # ---- camera initialisation ---------------------------------------------------------------
+
+    def init_camera(self, row: int, frame: PreparedFrame, stage: str = "camera", total: int = 1,
+                    fit_focal: bool = True) -> None:
+        """Pose (and, with ``fit_focal``, focal length) of one frame from its point cues by
+        PnP, else from the face mask; then a short robust refinement without rendering."""
+        cfg = self.cfg
+        p = self.params
+        w = float(self.size[1])
+        verts = rest_vertices(self.head, p)
+        p3, p2 = point_pairs(self.head, frame, verts)
+        cam = int(p.cam_index[row])
+        if len(p3) >= 6:
+            f0 = math.exp(float(p.focal[cam].detach())) * w
+            # PnP on the mean head cannot tell focal lengths apart (the identity is still unknown):
+            # it places the head at the initial focal, and the dolly-zoom focal parameter is
+            # left to the full energy.
+            cands = [f0 * s for s in cfg.pnp_focal_factors] if fit_focal else [f0]
+            best = pnp_pose(p3, p2, self.size, cands, w)
+            if best is not None:
+                R, t, f = best
+                set_pose(p, row, R, t)
+                if fit_focal:
+                    p.set_focal(cam, math.log(f / w))
+        elif frame.face_mask is not None:
+            place_from_mask(self.head, p, row, frame.face_mask.numpy(), self.size)
+        sparse = len(p3) > 0
+        if cfg.camera_steps <= 0:
+            return
+        # the focal stays: on the mean head it would run off to absorb the identity (measured)
+        active = {"R", "t"}
+        # point cues: robust sparse terms only (cheap); otherwise the dense terms at this size
+        opts = (EnergyOptions(dense=False, robust_init=True, regularize=False) if sparse
+                else EnergyOptions(dense=True, uv_vertex=False, landmarks=False, regularize=False))
+        steps = cfg.camera_steps if sparse else max(1, cfg.camera_steps // 3)
+        self.run(stage, [row], [frame], steps, active, opts, label=row, total=total, lr_scale=2.0)
+
+    def energy_at(self, size: tuple[int, int]) -> Energy:
+        """The energy at another render size (coarse passes); the parameters do not depend on
+        the resolution (focal and principal point are relative to the image size)."""
+        size = (int(size[0]), int(size[1]))
+        if size not in self._energies:
+            self._energies[size] = Energy(self.head, self.cfg, size)
+        return self._energies[size]
+
+    def solve_sparse(self, row: int, frame: PreparedFrame, iterations: int, with_shape: bool = True,
+                     energy: Energy | None = None) -> None:
+        """Levenberg-Marquardt on the frame's sparse terms (see :mod:`headcast.fit.sparse_solve`);
+        ``energy`` selects the render size the frame was prepared at."""
+        if iterations <= 0:
+            return
+        from .sparse_solve import levenberg_marquardt
+
+        blocks = ["expr", "eyelids", "joints", "R", "t"] + (["shape"] if with_shape else [])
+        levenberg_marquardt(self, row, frame, iterations, blocks, energy=energy or self.energy)
+        self.monitor.check()
+
+    # ---- optimisation stages -----------------------------------------------------------------
+
+    def run(self, stage: str, rows: list[int], frames: list[PreparedFrame], steps: int, active: set[str],
+            opts: EnergyOptions | None = None, label: int = -1, total: int = 1, early_stop: bool = False,
+            smooth: dict | None = None, lr_scale: float = 1.0, batches=None, decay: bool = True,
+            energy: Energy | None = None, schedule: tuple[int, int] | None = None) -> float:
+        """Adam over ``active`` parameter groups for ``steps`` steps on the given rows.
+
+        ``batches``: an optional callable step -> (rows, frames) for mini-batch stages;
+        ``smooth``: temporal smoothness spec (see :meth:`smoothness`); ``early_stop``: stop
+        when the loss stops improving (online tracking); ``energy``: another render size;
+        ``schedule = (offset, total)``: these steps are steps offset.. of a longer stage of
+        ``total`` steps (learning-rate decay and reported step numbers follow the whole stage).
+        Returns the last total loss.
+        """
+        cfg = self.cfg
+        opts = opts or EnergyOptions()
+        if "shape" not in active and opts.identity is None:
+            # the identity is frozen in this stage: evaluate its blendshapes once
+            with torch.no_grad():
+                opts = replace(opts, identity=self.head.identity_offset(self.params.shape))
+        history: list[float] = []
+        loss_value = float("nan")
+        offset, stage_steps = schedule or (0, steps)
+        decay_steps = [int(f * stage_steps) for f in cfg.lr_decay_at] if decay else []
+        for step in range(offset, offset + steps):
+            if batches is not None:
+                rows, frames = batches(step)
+            self.opt.scale = lr_scale * cfg.lr_decay ** sum(step >= d for d in decay_steps)
+            self.opt.zero_grad()
+            total_e, per_frame, _ = (energy or self.energy)(self.params, rows, frames, opts, self.shape_prior)
+            if smooth is not None:
+                total_e = total_e + self.smoothness(rows, smooth)
+            total_e.backward()
+            rows_t = torch.as_tensor(rows, dtype=torch.long)
+            self.opt.step(rows_t, active)
+            self.params.renormalize_rotations(rows_t)
+            self.params.clamp_bounds()
+            loss_value = float(total_e.detach())
+            self.frame_loss[rows] = per_frame.numpy()
+            self.steps_taken[rows] += 1
+            self.monitor.step(stage, label, total, step, loss_value)
+            history.append(loss_value)
+            if early_stop and len(history) >= cfg.online_min_steps and len(history) > cfg.early_stop_window:
+                old = history[-1 - cfg.early_stop_window]
+                if old - loss_value < cfg.early_stop_rel * abs(loss_value):
+                    break
+        return loss_value
+
+    def run_coarse_to_fine(self, stage: str, rows: list[int], cues: list, frames: list[PreparedFrame], steps: int,
+                           active: set[str], opts: EnergyOptions | None = None, label: int = -1, total: int = 1,
+                           batches=None) -> None:
+        """A stage whose first ``coarse_fraction`` of steps render at 1/``coarse_downsample`` of
+        the size (cheaper steps while the head is still far off), the rest at full size.
+
+        cues: the original :class:`FrameCues` of ``rows`` (to build the coarse frames);
+        batches: optional callable (step, frames_by_row) -> (rows, frames) for mini-batches.
+        """
+        cfg = self.cfg
+        k = max(1, int(cfg.coarse_downsample))
+        n_coarse = int(round(cfg.coarse_fraction * steps)) if k > 1 else 0
+        if n_coarse:
+            from .cues import downsample_cues
+            from .energy import prepare_frame
+
+            small = (self.size[0] // k, self.size[1] // k)
+            coarse = {r: prepare_frame(self.head, downsample_cues(c, k), cfg, small, where=f"frame {r}")
+                      for r, c in zip(rows, cues)}
+            pick = None if batches is None else (lambda step: batches(step, coarse))
+            self.run(stage, rows, [coarse[r] for r in rows], n_coarse, active, opts, label, total,
+                     batches=pick, energy=self.energy_at(small), schedule=(0, steps))
+        full = dict(zip(rows, frames))
+        pick = None if batches is None else (lambda step: batches(step, full))
+        self.run(stage, rows, frames, steps - n_coarse, active, opts, label, total, batches=pick,
+                 schedule=(n_coarse, steps))
+
+    def smoothness(self, rows: list[int], spec: dict) -> torch.Tensor:
+        """Temporal smoothness of the per-frame parameters of ``rows`` with their neighbours.
+
+        spec: {'n_frames': N, 'scale': s, 'prev_only': bool}. A pair (i, i+1) is included when
+        either frame is in the batch; a neighbour outside the batch enters detached, so the
+        batch frames are pulled toward it without updating it. With ``prev_only`` only the
+        pair with the previous frame counts (online tracking).
+        """
+        cfg = self.cfg
+        p = self.params
+        n = spec["n_frames"]
+        scale = spec.get("scale", 1.0) * cfg.smooth_scale
+        in_batch = set(rows)
+        pairs = set()
+        for i in rows:
+            if i - 1 >= 0:
+                pairs.add((i - 1, i))
+            if i + 1 < n and not spec.get("prev_only", False):
+                pairs.add((i, i + 1))
+        if not pairs:
+            return p.expr.new_zeros(())
+        a = torch.tensor([q[0] for q in sorted(pairs)])
+        b = torch.tensor([q[1] for q in sorted(pairs)])
+        a_in = torch.tensor([q[0] in in_batch for q in sorted(pairs)])
+        b_in = torch.tensor([q[1] in in_batch for q in sorted(pairs)])
+
+        def pick(t: torch.Tensor, idx: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+            x = t[idx]
+            shape = (-1,) + (1,) * (x.dim() - 1)
+            return torch.where(live.view(shape), x, x.detach())
+
+        w = cfg.smooth_weights
+        e = p.expr.new_zeros(())
+        one = torch.ones(len(a), dtype=p.expr.dtype)
+        groups = [("expr", p.expr, None), ("R", p.R, None), ("t", p.t, None)]
+        if self.head.has_eyelids:
+            groups.append(("eyelids", p.eyelids, None))
+        names = list(self.head.model.joint_names[1:])
+        for key, jn in (("jaw", ["jaw"]), ("neck", ["neck"]), ("eyes", ["eye_left", "eye_right"])):
+            cols = [names.index(j) for j in jn if j in names]
+            if cols:
+                groups.append((key, p.joints, cols))
+        for key, tensor, cols in groups:
+            wk = w.get(key, 0.0) * scale
+            if wk <= 0:
+                continue
+            xa, xb = pick(tensor, a, a_in), pick(tensor, b, b_in)
+            if cols is not None:
+                xa, xb = xa[:, cols], xb[:, cols]
+            numel = xa[0].numel()
+            e = e + (wk / numel) * L.smoothness_loss(xb, xa, one).sum()
+        return e
+
+    # ---- results -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def frame_fit(self, i: int, valid: bool) -> FrameFit:
+        p = self.params
+        row = torch.tensor([i])
+        fx, fy, cx, cy = p.intrinsics(row, self.size)
+        return FrameFit(index=i, expression=p.expr[i].double().numpy().copy(),
+                        eyelids=p.eyelids[i].double().numpy().copy() if self.head.has_eyelids else None,
+                        rotations=p.rotations(row)[0].double().numpy(), R_head=p.head_rotation(row)[0].double().numpy(),
+                        t_head=p.translation(row)[0].double().numpy(), loss=float(self.frame_loss[i]), valid=valid,
+                        shape=p.shape.double().numpy().copy(),
+                        intrinsics=torch.stack([fx, fy, cx, cy], 1)[0].double().numpy(),
+                        state=self.optimiser_state(i))
+
+    @torch.no_grad()
+    def optimiser_state(self, i: int) -> dict:
+        """Raw parameters, Adam moments and step counts of frame ``i`` and of the shared tensors."""
+        out = {}
+        opt = self.opt
+        for name, t in opt.tensors.items():
+            sel = (lambda a: a[i]) if name in opt.per_frame else (lambda a: a)
+            out[f"p_{name}"] = sel(t).detach().clone().numpy()
+            out[f"m_{name}"] = sel(opt.m[name]).clone().numpy()
+            out[f"v_{name}"] = sel(opt.v[name]).clone().numpy()
+            out[f"c_{name}"] = sel(opt.count[name]).clone().numpy()
+        # depth is stored relative to this reference focal parameter (see Params.translation)
+        out["focal_ref"] = self.params.focal_ref.clone().numpy()
+        return out
+
+    @torch.no_grad()
+    def load_optimiser_state(self, i: int, state: dict, shared: bool) -> None:
+        """Restore frame ``i``'s rows (and with ``shared`` the shared tensors) from :meth:`optimiser_state`."""
+        opt = self.opt
+        if shared and "focal_ref" in state:
+            self.params.focal_ref.copy_(torch.as_tensor(np.asarray(state["focal_ref"]), dtype=self.params.focal_ref.dtype))
+        for name, t in opt.tensors.items():
+            if f"p_{name}" not in state or (name not in opt.per_frame and not shared):
+                continue
+            for prefix, target in (("p", t), ("m", opt.m[name]), ("v", opt.v[name]), ("c", opt.count[name])):
+                value = torch.as_tensor(np.asarray(state[f"{prefix}_{name}"]), dtype=target.dtype)
+                if name in opt.per_frame:
+                    target[i] = value
+                else:
+                    target.copy_(value)
+
+    @torch.no_grad()
+    def load_frame_fit(self, ff: FrameFit) -> None:
+        """Set a frame's parameters from a finished :class:`FrameFit` (resuming)."""
+        p = self.params
+        i = ff.index
+        dt = p.expr.dtype
+        ke = min(len(ff.expression), p.expr.shape[1])
+        p.expr[i].zero_()
+        p.expr[i, :ke] = torch.as_tensor(ff.expression[:ke], dtype=dt)
+        if self.head.has_eyelids and ff.eyelids is not None:
+            p.eyelids[i] = torch.as_tensor(ff.eyelids, dtype=dt)
+        p.joints[i] = matrix_to_rotation_6d(torch.as_tensor(ff.rotations[1:], dtype=dt))
+        p.R[i] = matrix_to_rotation_6d(torch.as_tensor(ff.R_head, dtype=dt))
+        p.set_translation(i, ff.t_head)
+        self.frame_loss[i] = ff.loss
+        if ff.state:
+            self.load_optimiser_state(i, ff.state, shared=False)
+
+    @torch.no_grad()
+    def load_shared(self, shape: np.ndarray, intrinsics: np.ndarray, cam: int = 0) -> None:
+        p = self.params
+        ks = min(len(shape), p.shape.shape[0])
+        p.shape.zero_()
+        p.shape[:ks] = torch.as_tensor(shape[:ks], dtype=p.shape.dtype)
+        focal, pp = params_from_intrinsics(float(intrinsics[0]), float(intrinsics[2]), float(intrinsics[3]), self.size)
+        p.set_focal(cam, focal)
+        p.pp[cam] = torch.as_tensor(pp, dtype=p.pp.dtype)
+
+    def result(self, valid: np.ndarray, shared_camera: bool, info: dict | None = None) -> FitResult:
+        p = self.params
+        n = p.n_frames
+        with torch.no_grad():
+            rows = torch.arange(n)
+            rots = p.rotations(rows).double().numpy() if n else np.zeros((0, self.head.n_joints, 3, 3))
+            R = p.head_rotation(rows).double().numpy() if n else np.zeros((0, 3, 3))
+            fx, fy, cx, cy = p.intrinsics(rows, self.size)
+            K = torch.stack([fx, fy, cx, cy], dim=1).double().numpy()
+            m = self.head.model
+            return FitResult(
+                image_size=self.size, shape=p.shape.double().numpy().copy(),
+                expression=p.expr.double().numpy().copy(),
+                eyelids=p.eyelids.double().numpy().copy() if self.head.has_eyelids else None,
+                rotations=rots, R_head=R, t_head=p.translation(rows).double().numpy(), intrinsics=K,
+                shared_camera=shared_camera, loss=self.frame_loss.copy(), valid=np.asarray(valid, bool),
+                joint_names=tuple(m.joint_names), model_name=m.name, licence=m.licence, info=dict(info or {}))
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0

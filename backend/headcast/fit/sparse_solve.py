@@ -1,0 +1,348 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Levenberg-Marquardt on the sparse part of the energy (ours, not in Pixel3DMM).
+
+The nearest-uv correspondences and the landmarks make a least-squares problem in the
+identity, expression, eyelid, joint and head-pose parameters with a few thousand residuals
+and a few hundred unknowns. Adam moves every coordinate by at most its learning rate per
+step, so reaching identity coefficients of size ~2 takes hundreds of steps; a damped
+Gauss-Newton step solves the (locally linearised) problem at once. The solvers run a few LM
+iterations after the camera initialisation (and warm-started on tracked frames), then Adam
+on the full energy (dense uv, normals, silhouette) refines; the synthetic benchmark measures
+the difference.
+
+Only the vertices the residuals touch are posed (correspondence vertices, landmark
+triangles, and the joint regressor's support), so the Jacobian (``torch.func.jacfwd``) is
+cheap. The residuals use the same weights and normalisation as :mod:`headcast.fit.energy`,
+so LM minimises exactly the sparse terms plus the priors of the full energy.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.func import jacfwd
+
+from ..flame.lbs import pose_feature, rotation_6d_to_matrix
+from ..render import rasterize, vertex_visibility
+from .energy import PreparedFrame
+from .head import FACING_CAMERA
+
+_FLAME_FROM_CAMERA = torch.as_tensor(FACING_CAMERA)
+
+
+def _forward_kinematics(rots: torch.Tensor, joints: torch.Tensor, parents: list[int]) -> torch.Tensor:
+    """Skinning transforms ``[J, 3, 4]`` (functional, for jacfwd): A_j = [R_j | t_j - R_j J_j]."""
+    world_r, world_t = [], []
+    for j in range(len(parents)):
+        if j == 0:
+            r, t = rots[0], joints[0]
+        else:
+            p = parents[j]
+            r = world_r[p] @ rots[j]
+            t = world_r[p] @ (joints[j] - joints[p]) + world_t[p]
+        world_r.append(r)
+        world_t.append(t)
+    r = torch.stack(world_r)
+    t = torch.stack(world_t)
+    return torch.cat([r, (t - (r @ joints[..., None])[..., 0])[..., None]], dim=-1)
+
+
+class SparseProblem:
+    """The sparse residuals of one frame as a function of a flat parameter vector."""
+
+    def __init__(self, fitter, row: int, frame: PreparedFrame, blocks: list[str], shape_scale: float = 1.0,
+                 energy=None) -> None:
+        self.f = fitter
+        self.row = row
+        self.frame = frame
+        self.blocks = blocks
+        self.shape_scale = shape_scale
+        head = fitter.head
+        p = fitter.params
+        self.dt = head.dtype
+        cfg = fitter.cfg
+        energy = energy or fitter.energy
+        size = energy.size
+        self.width = float(size[1])
+        rows = torch.tensor([row])
+        with torch.no_grad():
+            self.fx, self.fy, self.cx, self.cy = (v[0] for v in p.intrinsics(rows, size))
+            cam = p.cam_index[row]
+            self.zoom = torch.exp(p.focal[cam] - p.focal_ref[cam]).detach()
+
+        # ---- which residuals: visible correspondences inside the pixel cut, landmarks ----
+        with torch.no_grad():
+            screen = energy.project_vertices(p, [row])
+        self.corr_ids = torch.zeros(0, dtype=torch.long)
+        self.corr_target = torch.zeros(0, 2, dtype=self.dt)
+        self.vn_ids = torch.zeros(0, dtype=torch.long)
+        self.vn_target = torch.zeros(0, 3, dtype=self.dt)
+        if frame.corr_ids is not None and len(frame.corr_ids) and cfg.w_uv_vertex > 0:
+            raster = rasterize(screen, head.faces, size, cull_backfaces=True)
+            vis = vertex_visibility(screen, raster, tol=cfg.visibility_tol, radius=1)[0]
+            ids, target = frame.corr_ids, frame.corr_target
+            near = (screen[0, ids, :2] - target).abs().sum(-1) < energy.dist_px
+            keep = vis[ids] & near
+            self.corr_ids, self.corr_target = ids[keep], target[keep]
+            if frame.corr_normal is not None and cfg.w_vertex_normal > 0:
+                ok = frame.corr_normal_valid[keep] > 0
+                self.vn_ids = self.corr_ids[ok]
+                self.vn_target = frame.corr_normal[keep][ok]
+        self.corr_scale = math.sqrt(cfg.w_uv_vertex / (2.0 * max(len(self.corr_ids), 1))) / self.width
+        self.vn_scale = math.sqrt(cfg.w_vertex_normal / (3.0 * max(len(self.vn_ids), 1)))
+
+        contour = p.rotations(rows).detach().clone()
+        contour[:, 0] = _FLAME_FROM_CAMERA.to(self.dt) @ p.head_rotation(rows).detach()
+        self.landmarks = []  # (faces [L,3] vertex ids, bary [L,3], target [L,2], sqrt weights [L], lid pairs)
+        for pl in frame.landmarks:
+            faces, bary = self._embedding(pl, contour)
+            w = pl.weights
+            present = float((w > 0).sum().clamp_min(1.0))
+            lm_w = torch.sqrt(pl.term_weight * w / (2.0 * present)) / self.width if pl.term_weight > 0 else None
+            lid = None
+            if pl.lid_pairs is not None:
+                pw = torch.minimum(w[pl.lid_pairs[:, 0]], w[pl.lid_pairs[:, 1]])
+                n_pairs = float((pw > 0).sum().clamp_min(1.0))
+                lid = (pl.lid_pairs, torch.sqrt(cfg.w_lid * pw / (2.0 * n_pairs)) / self.width)
+            self.landmarks.append((faces, bary, pl.points, lm_w, lid))
+
+        # ---- the vertex subset to pose ----
+        parts = [self.corr_ids] + [fc.reshape(-1) for fc, *_ in self.landmarks]
+        if len(self.vn_ids):  # vertex normals need every triangle around their vertex
+            vf = head.vertex_faces[self.vn_ids]
+            self.vn_faces = torch.unique(vf[vf >= 0])
+            parts.append(head.faces[self.vn_faces].reshape(-1))
+        sub = torch.unique(torch.cat(parts)) if parts else torch.zeros(0, dtype=torch.long)
+        self.sub = sub
+        lookup = torch.full((head.model.n_vertices,), -1, dtype=torch.long)
+        lookup[sub] = torch.arange(len(sub))
+        self.corr_local = lookup[self.corr_ids]
+        self.landmarks = [(lookup[fc], b, t, lw, lid) for fc, b, t, lw, lid in self.landmarks]
+        if len(self.vn_ids):
+            self.vn_face_verts = lookup[head.faces[self.vn_faces]]  # [Fs, 3] local vertex ids
+            face_lookup = torch.full((head.faces.shape[0] + 1,), len(self.vn_faces), dtype=torch.long)
+            face_lookup[self.vn_faces] = torch.arange(len(self.vn_faces))
+            vf = head.vertex_faces[self.vn_ids]
+            vf = vf[:, : int((vf >= 0).sum(1).max())]  # the table is padded to the largest valence
+            self.vn_incident = face_lookup[torch.where(vf >= 0, vf, head.faces.shape[0])]  # [M, K], pad -> Fs
+            neck = head.joint("neck")
+            self.neck_index = neck
+        mats = head._basis_matrices()
+        cols = (sub[:, None] * 3 + torch.arange(3)).reshape(-1)
+        self.T_sub = head._template_flat[0, cols]
+        self.S_sub = mats["shape"][:, cols]
+        self.E_sub = mats["expr"][:, cols]
+        self.L_sub = mats["eyelids"][:, cols] if head.has_eyelids else None
+        layer = head.layer
+        self.P_sub = None if layer.posedirs is None else layer.posedirs[:, cols]
+        self.W_sub = layer.weights[sub]
+        support = torch.nonzero(layer.j_regressor.abs().sum(0) > 0).squeeze(1)
+        scols = (support[:, None] * 3 + torch.arange(3)).reshape(-1)
+        self.Jreg = layer.j_regressor[:, support]
+        self.T_sup = head._template_flat[0, scols]
+        self.S_sup = mats["shape"][:, scols]
+        self.E_sup = mats["expr"][:, scols]
+        self.L_sup = mats["eyelids"][:, scols] if head.has_eyelids else None
+        self.parents = layer.parents
+
+        # ---- priors (same weights as Energy) ----
+        e = fitter.energy
+        self.prior_shape_mean = e.shape_mean
+        self.prior_whiten = e.shape_whiten
+        self.shape_prior = fitter.shape_prior
+        self.jaw, self.neck, self.eyes = e.jaw, e.neck, e.eyes
+
+        # ---- parameter layout ----
+        self.sizes = {"shape": head.n_shape, "expr": head.n_expr, "eyelids": 2 if head.has_eyelids else 0,
+                      "joints": (head.n_joints - 1) * 6, "R": 6, "t": 3}
+        self.blocks = [b for b in blocks if self.sizes[b] > 0]
+
+    def _embedding(self, pl, contour):
+        head = self.f.head
+        if pl.kind == "vertex":
+            vid = torch.as_tensor(np.asarray(pl.data), dtype=torch.long)
+            return vid[:, None].expand(-1, 3).contiguous(), torch.tensor([[1.0, 0.0, 0.0]], dtype=self.dt).expand(len(vid), 3)
+        if pl.kind == "surface":
+            faces, bary = pl.data
+            return head.faces[torch.as_tensor(faces, dtype=torch.long)], torch.as_tensor(bary, dtype=self.dt)
+        lm = head.layer
+        row = lm.contour_rows(contour)[0]
+        all_faces = torch.cat([lm.lmk_dynamic_faces[row], lm.lmk_static_faces])
+        all_bary = torch.cat([lm.lmk_dynamic_bary[row], lm.lmk_static_bary])
+        idx = torch.as_tensor(np.asarray(pl.data), dtype=torch.long)
+        return head.faces[all_faces[idx]], all_bary[idx].to(self.dt)
+
+    # ---- parameter vector ----------------------------------------------------------------
+
+    def pack(self) -> torch.Tensor:
+        p = self.f.params
+        i = self.row
+        vals = {"shape": p.shape, "expr": p.expr[i], "eyelids": p.eyelids[i], "joints": p.joints[i].reshape(-1),
+                "R": p.R[i], "t": p.t[i]}
+        return torch.cat([vals[b].detach().reshape(-1) for b in self.blocks])
+
+    def unpack(self, z: torch.Tensor) -> dict:
+        p = self.f.params
+        i = self.row
+        out = {"shape": p.shape.detach(), "expr": p.expr[i].detach(), "eyelids": p.eyelids[i].detach(),
+               "joints": p.joints[i].detach().reshape(-1), "R": p.R[i].detach(), "t": p.t[i].detach()}
+        k = 0
+        for b in self.blocks:
+            n = self.sizes[b]
+            out[b] = z[k:k + n]
+            k += n
+        return out
+
+    @torch.no_grad()
+    def store(self, z: torch.Tensor) -> None:
+        p = self.f.params
+        i = self.row
+        v = self.unpack(z)
+        if "shape" in self.blocks:
+            p.shape.copy_(v["shape"])
+        if "expr" in self.blocks:
+            p.expr[i] = v["expr"]
+        if "eyelids" in self.blocks:
+            p.eyelids[i] = v["eyelids"]
+        if "joints" in self.blocks:
+            p.joints[i] = v["joints"].reshape(-1, 6)
+        if "R" in self.blocks:
+            p.R[i] = v["R"]
+        if "t" in self.blocks:
+            p.t[i] = v["t"]
+
+    # ---- residuals -----------------------------------------------------------------------
+
+    def residuals(self, z: torch.Tensor) -> torch.Tensor:
+        v = self.unpack(z)
+        lids = v["eyelids"]
+        n_sub = len(self.sub)
+        flat = self.T_sub + v["shape"] @ self.S_sub + v["expr"] @ self.E_sub
+        sup = self.T_sup + v["shape"] @ self.S_sup + v["expr"] @ self.E_sup
+        if self.L_sub is not None:
+            flat = flat + lids @ self.L_sub
+            sup = sup + lids @ self.L_sup
+        verts = flat.reshape(n_sub, 3)
+        joints = self.Jreg @ sup.reshape(-1, 3)
+        eye = torch.eye(3, dtype=self.dt)[None]
+        rots = torch.cat([eye, rotation_6d_to_matrix(v["joints"].reshape(-1, 6))], dim=0)
+        if self.P_sub is not None:
+            verts = verts + (pose_feature(rots[None]) @ self.P_sub).reshape(n_sub, 3)
+        A = _forward_kinematics(rots, joints, self.parents)  # [J, 3, 4]
+        blend = (self.W_sub @ A.reshape(len(self.parents), 12)).reshape(n_sub, 3, 4)
+        x = (blend[..., :3] * verts[:, None, :]).sum(-1) + blend[..., 3]
+        vn_res = None
+        if len(self.vn_ids):
+            # head-frame normals: the same mesh posed with the neck at rest
+            if self.neck_index is not None:
+                rots_nn = torch.cat([rots[:self.neck_index], eye, rots[self.neck_index + 1:]], dim=0)
+                vnn = verts if self.P_sub is None else (
+                    flat.reshape(n_sub, 3) + (pose_feature(rots_nn[None]) @ self.P_sub).reshape(n_sub, 3))
+                A_nn = _forward_kinematics(rots_nn, joints, self.parents)
+                b_nn = (self.W_sub @ A_nn.reshape(len(self.parents), 12)).reshape(n_sub, 3, 4)
+                x_nn = (b_nn[..., :3] * vnn[:, None, :]).sum(-1) + b_nn[..., 3]
+            else:
+                x_nn = x
+            tri = x_nn[self.vn_face_verts]  # [Fs, 3, 3]
+            fn = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
+            fn = torch.cat([fn, fn.new_zeros(1, 3)], dim=0)  # padding row
+            n = fn[self.vn_incident].sum(1)
+            n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            vn_res = ((n - self.vn_target) * self.vn_scale).reshape(-1)
+        R = rotation_6d_to_matrix(v["R"])
+        t = torch.cat([v["t"][:2], v["t"][2:] * self.zoom])
+        xc = x @ R.T + t
+        res = []
+        if len(self.corr_local):
+            res.append(((self._project(xc[self.corr_local]) - self.corr_target) * self.corr_scale).reshape(-1))
+        for faces, bary, target, lm_w, lid in self.landmarks:
+            pts = self._project((xc[faces] * bary[..., None]).sum(1))
+            if lm_w is not None:
+                res.append(((pts - target) * lm_w[:, None]).reshape(-1))
+            if lid is not None:
+                pairs, lw = lid
+                gap = (pts[pairs[:, 0]] - pts[pairs[:, 1]]) - (target[pairs[:, 0]] - target[pairs[:, 1]])
+                res.append((gap * lw[:, None]).reshape(-1))
+        if vn_res is not None:
+            res.append(vn_res)
+        res.extend(self._prior_residuals(v))
+        return torch.cat(res)
+
+    def _project(self, xc: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.fx * xc[:, 0] / xc[:, 2] + self.cx, self.fy * xc[:, 1] / xc[:, 2] + self.cy], dim=-1)
+
+    def _prior_residuals(self, v) -> list:
+        cfg = self.f.cfg
+        out = []
+        eye6 = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=self.dt)
+        if "shape" in self.blocks:
+            beta = v["shape"]
+            c = beta if self.prior_shape_mean is None else beta - self.prior_shape_mean
+            if self.prior_whiten is not None:
+                c = self.prior_whiten @ c
+            out.append(math.sqrt(cfg.w_shape * self.shape_scale) * c)
+            if self.shape_prior is not None:
+                out.append(math.sqrt(cfg.w_shape_prior * self.shape_scale) * (beta - self.shape_prior))
+        if "expr" in self.blocks:
+            out.append(math.sqrt(cfg.w_expr) * v["expr"])
+        if "eyelids" in self.blocks:
+            out.append(math.sqrt(cfg.w_eyelids) * v["eyelids"])
+        if "joints" in self.blocks:
+            j = v["joints"].reshape(-1, 6)
+            for idx, w in ((self.jaw, cfg.w_jaw), (self.neck, cfg.w_neck)):
+                if idx is not None:
+                    out.append(math.sqrt(w) * (j[idx] - eye6))
+            for e in self.eyes:
+                out.append(math.sqrt(cfg.w_eyes) * (j[e] - eye6))
+            if len(self.eyes) == 2:
+                out.append(math.sqrt(cfg.w_eye_symmetry) * (j[self.eyes[0]] - j[self.eyes[1]]))
+        return out
+
+
+def levenberg_marquardt(fitter, row: int, frame: PreparedFrame, iterations: int,
+                        blocks=("shape", "expr", "eyelids", "joints", "R", "t"), shape_scale: float = 1.0,
+                        energy=None) -> float | None:
+    """A few LM iterations on the sparse terms of one frame; updates ``fitter.params`` in place.
+    Returns the final sparse cost, or None when the frame has no sparse cue."""
+    if frame.corr_ids is None and not frame.landmarks:
+        return None
+    lam = 1e-3
+    cost = None
+    for _ in range(iterations):
+        prob = SparseProblem(fitter, row, frame, list(blocks), shape_scale, energy)
+        n_obs = len(prob.corr_ids) * 2 + sum(len(t) * 2 for _, _, t, _, _ in prob.landmarks)
+        if n_obs < 12:
+            return cost
+        z0 = prob.pack()
+        with torch.no_grad():
+            r0 = prob.residuals(z0)
+        J = jacfwd(prob.residuals)(z0)
+        JtJ = J.T @ J
+        g = J.T @ r0
+        cost0 = float(r0 @ r0)
+        diag = torch.diagonal(JtJ).clamp_min(1e-12)
+        accepted = False
+        for _ in range(4):
+            A = JtJ + lam * torch.diag(diag) + 1e-9 * diag.max() * torch.eye(len(z0), dtype=z0.dtype)
+            try:
+                delta = torch.linalg.solve(A, -g)
+            except RuntimeError:
+                lam *= 10.0
+                continue
+            z1 = z0 + delta
+            with torch.no_grad():
+                r1 = prob.residuals(z1)
+            cost1 = float(r1 @ r1)
+            if math.isfinite(cost1) and cost1 < cost0:
+                prob.store(z1)
+                fitter.params.renormalize_rotations(torch.tensor([row]))
+                fitter.params.clamp_bounds()
+                lam = max(lam / 3.0, 1e-7)
+                cost = cost1
+                accepted = True
+                break
+            lam *= 10.0
+        if not accepted or (cost is not None and cost0 - cost < 1e-4 * cost0):
+            break
+    return cost

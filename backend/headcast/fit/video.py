@@ -1,0 +1,191 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Video tracking: first frame, an online pass frame by frame, then a global pass.
+
+1. First frame (the first with any cue): camera initialisation, then the full energy with
+   the identity and the camera free.
+2. Online pass: every later frame starts from its predecessor and optimises its own
+   parameters (identity and camera frozen) until the loss stops improving; each finished
+   frame is reported through ``on_frame`` so a pipeline can save it, and a run can be
+   resumed from those saved frames.
+3. Global pass: mini-batches of random frames, then of contiguous windows, optimise all
+   per-frame parameters together with the shared identity and camera under temporal
+   smoothness; frames without cues are filled in by the smoothness.
+
+There is no frame-count limit: the per-frame parameters are small tensors, and cues are
+read from ``frames`` (any sequence, e.g. a lazy loader over files) when needed, with a
+bounded cache; only the compact uv correspondences are kept for every frame.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..flame import HeadModel
+from .config import FitConfig
+from .cues import CueError, FrameCues, downsample_cues
+from .energy import EnergyOptions, PreparedFrame, prepare_frame
+from .images import infer_image_size
+from .progress import Monitor, ProgressFn
+from .result import FitResult, FrameFit
+from .solver import EVERYTHING, FRAME_ONLY, Fitter, Timer
+
+
+class _FrameStore:
+    """Prepared frames on demand: a small LRU cache plus every frame's correspondences."""
+
+    def __init__(self, fitter: Fitter, frames: Sequence[FrameCues | None], capacity: int) -> None:
+        self.fitter = fitter
+        self.frames = frames
+        self.capacity = max(1, capacity)
+        self.cache: OrderedDict[int, PreparedFrame] = OrderedDict()
+        self.corr: dict[int, tuple] = {}
+        self.empty: dict[int, bool] = {}
+
+    def __getitem__(self, i: int) -> PreparedFrame:
+        hit = self.cache.get(i)
+        if hit is not None:
+            self.cache.move_to_end(i)
+            return hit
+        f = self.fitter
+        p = prepare_frame(f.head, self.frames[i], f.cfg, f.size, where=f"frame {i}", corr=self.corr.get(i))
+        if p.corr_ids is not None:
+            self.corr[i] = (p.corr_ids, p.corr_target)
+        self.empty[i] = p.empty
+        self.cache[i] = p
+        if len(self.cache) > self.capacity:
+            self.cache.popitem(last=False)
+        return p
+
+    def is_empty(self, i: int) -> bool:
+        if i not in self.empty:
+            self[i]
+        return self.empty[i]
+
+
+def _first_size(frames: Sequence, image_size, probe: int = 16):
+    if image_size is not None:
+        return infer_image_size([], image_size)
+    for i in range(len(frames)):
+        c = frames[i]
+        if c is not None:
+            try:
+                return infer_image_size([c], None)
+            except CueError:
+                if i >= probe:
+                    break
+    raise CueError("frames", "no per-pixel cue to read the image size from: pass image_size=")
+
+
+def track_video(model: HeadModel, frames: Sequence[FrameCues | None], config: FitConfig | None = None, *,
+                image_size=None, shape_prior: np.ndarray | None = None, progress: ProgressFn | None = None,
+                cancel=None, on_frame: Callable[[int, FrameFit], None] | None = None,
+                resume: Sequence[FrameFit] | None = None, start_frame: int | None = None,
+                global_pass: bool = True, cache_frames: int = 48) -> FitResult:
+    """Track a clip: ``frames[i]`` are the cues of frame i (None where there is no prediction).
+
+    resume: finished online frames 0..k-1 (as reported through ``on_frame``); tracking goes on
+    at ``start_frame`` (default k) with their identity and camera.
+    """
+    cfg = config or FitConfig()
+    n = len(frames)
+    if n == 0:
+        raise CueError("frames", "the clip has no frames")
+    size = _first_size(frames, image_size)
+    monitor = Monitor(progress, cancel)
+    timer = Timer()
+    fitter = Fitter(model, cfg, size, n, None, shape_prior, monitor)
+    store = _FrameStore(fitter, frames, cache_frames)
+    valid = np.zeros(n, bool)
+    full = set(EVERYTHING) - ({"focal"} if not cfg.optimize_focal else set()) - ({"pp"} if not cfg.optimize_pp else set())
+
+    def report(i: int, ok: bool) -> None:
+        valid[i] = ok
+        if on_frame is not None:
+            on_frame(i, fitter.frame_fit(i, ok))
+
+    # ---- resume or first frame ----
+    resume = list(resume or [])
+    start = len(resume) if start_frame is None else int(start_frame)
+    if resume:
+        if [r.index for r in resume[:start]] != list(range(min(start, len(resume)))) or start > len(resume):
+            raise ValueError("resume must hold the finished frames 0..start_frame-1 in order")
+        for r in resume[:start]:
+            fitter.load_frame_fit(r)
+            valid[r.index] = r.valid
+        fitter.load_shared(resume[start - 1].shape, resume[start - 1].intrinsics)
+        if all(r.state for r in resume[:start]):
+            # exact raw parameters and optimiser state (load_shared above re-expressed the depths
+            # for a new focal reference; the saved rows go with the saved reference)
+            fitter.load_optimiser_state(start - 1, resume[start - 1].state, shared=True)
+            for r in resume[:start]:
+                fitter.load_optimiser_state(r.index, r.state, shared=False)
+        if start >= n:
+            start = n
+    t_first = 0.0
+    if start == 0:
+        first = next((i for i in range(n) if not store.is_empty(i)), None)
+        if first is None:
+            raise CueError("frames", "no frame of the clip has a usable cue")
+        fitter.init_camera(first, store[first], "camera", n)
+        fitter.solve_sparse(first, store[first], cfg.lm_iterations, with_shape=True)
+        fitter.run_coarse_to_fine("first_frame", [first], [frames[first]], [store[first]], cfg.first_frame_steps,
+                                  full, EnergyOptions(), label=first, total=n)
+        for i in range(first):  # leading frames without cues take the first fitted frame's values
+            fitter.params.copy_frame(first, i)
+            report(i, False)
+        report(first, True)
+        start = first + 1
+        t_first = timer()
+
+    # ---- online pass (optionally at a coarser render size: more steps for the same time) ----
+    t0 = timer()
+    online_frames = 0
+    steps_before = int(fitter.steps_taken.sum())
+    k = max(1, int(cfg.online_downsample))
+    small = (size[0] // k, size[1] // k)
+    energy = fitter.energy_at(small)
+    for i in range(start, n):
+        fitter.params.copy_frame(i - 1, i)
+        fitter.opt.copy_row_state(i - 1, i)
+        cues = frames[i]
+        frame = (store[i] if k == 1 else
+                 prepare_frame(fitter.head, downsample_cues(cues, k), cfg, small, where=f"frame {i}"))
+        if frame.empty:
+            report(i, False)
+            continue
+        if cfg.online_lm_iterations > 0:
+            fitter.solve_sparse(i, frame, cfg.online_lm_iterations, with_shape=False, energy=energy)
+        smooth = {"n_frames": n, "scale": cfg.online_smooth_scale, "prev_only": True} if cfg.online_smooth_scale > 0 else None
+        fitter.run("online", [i], [frame], cfg.online_steps, set(FRAME_ONLY), EnergyOptions(), label=i, total=n,
+                   early_stop=True, smooth=smooth, lr_scale=cfg.online_lr_scale, decay=False, energy=energy)
+        online_frames += 1
+        report(i, True)
+    t_online = timer() - t0
+    online_steps = int(fitter.steps_taken.sum()) - steps_before
+
+    # ---- global pass ----
+    t0 = timer()
+    n_global = 0
+    if global_pass and n > 1 and cfg.global_epochs > 0:
+        rng = np.random.default_rng(0)
+        b = min(cfg.global_batch, n)
+        n_global = int(max(np.ceil(cfg.global_epochs * n / b), cfg.global_min_steps))
+        n_random = int(cfg.global_random_fraction * n_global)
+        n_valid = max(int(valid.sum()), 1)
+
+        def batches(step: int):
+            if step < n_random:
+                rows = sorted(rng.choice(n, size=b, replace=False).tolist())
+            else:
+                s = int(rng.integers(0, n - b + 1))
+                rows = list(range(s, s + b))
+            return rows, [store[r] for r in rows]
+
+        fitter.run("global", [], [], n_global, full, EnergyOptions(shape_scale=b / n_valid), total=n,
+                   smooth={"n_frames": n, "scale": 1.0}, batches=batches, lr_scale=cfg.global_lr_scale)
+    t_global = timer() - t0
+    info = {"seconds": timer(), "seconds_first": t_first, "seconds_online": t_online, "online_frames": online_frames,
+            "online_steps": online_steps, "seconds_global": t_global, "global_steps": n_global}
+    return fitter.result(valid, shared_camera=True, info=info)
