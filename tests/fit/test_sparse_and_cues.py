@@ -42,6 +42,7 @@ def test_sparse_residuals_equal_the_sparse_energy(synthetic_model, scene):
     full-mesh forward + renderer visibility vs posed vertex subset + functional kinematics)."""
     truth, frame = scene
     cfg = FitConfig(w_uv_dense=0.0, w_normal=0.0, w_silhouette=0.0, w_principal_point=0.0,
+                    w_vertex_normal=150.0, lm_vertex_normal=150.0,
                     landmark_weights={"eyes": 1000.0, "iris": 1e4, "mouth": 500.0})
     f = _fitter(synthetic_model, truth, cfg, perturb=0.4)
     pf = prepare_frame(f.head, frame.cues, f.cfg, (SIZE, SIZE))

@@ -45,6 +45,9 @@ class PreparedFrame:
     corr_target: torch.Tensor | None = None  # [M, 2]
     corr_normal: torch.Tensor | None = None  # [M, 3] normal cue at each correspondence's pixel
     corr_normal_valid: torch.Tensor | None = None  # [M] float
+    # per-pixel cues packed as [H*W, 7] = normals (3), normal mask, uv (2), uv mask, so that the
+    # covered pixels are gathered once per step
+    pixel_table: torch.Tensor | None = None
     landmarks: list = field(default_factory=list)
 
     @property
@@ -84,6 +87,13 @@ def prepare_frame(head: FitHead, cues: FrameCues | None, config: FitConfig, size
         p.face_mask = as_t(c.face_mask)
         p.sil_valid = None if c.silhouette_valid is None else as_t(c.silhouette_valid)
     dense = c.uv is not None or c.normals is not None
+    if p.uv is not None or p.normals is not None:
+        table = torch.zeros(size[0] * size[1], 7, dtype=dt)
+        if p.normals is not None:
+            table[:, :3], table[:, 3] = p.normals.reshape(-1, 3), p.normal_mask.reshape(-1)
+        if p.uv is not None:
+            table[:, 4:6], table[:, 6] = p.uv.reshape(-1, 2), p.uv_mask.reshape(-1)
+        p.pixel_table = table
     for k, t in enumerate(c.landmarks):
         w_term = config.landmark_weight(t.term, dense)
         lid = t.lid_pairs if (t.lid_pairs is not None and len(t.lid_pairs) and config.w_lid > 0) else None
@@ -194,6 +204,7 @@ class Energy:
             # covered pixels of each frame, as indices into that frame's flattened cue maps
             counts = torch.bincount(pix_batch, minlength=b).tolist()
             local = (raster.pixel_index - pix_batch * (h * w)).split(counts)
+            cue_px = self._gather_pixels(frames, local) if (has_normals or has_uv) else None
 
         if has_normals:
             attrs = [v_normals]
@@ -202,7 +213,7 @@ class Energy:
             img = interpolate(torch.cat(attrs, dim=-1), raster, head.faces)
             px = img.view(b * h * w, -1)[raster.pixel_index]  # [N, C] covered pixels only
             n_px = px[:, :3] / px[:, :3].norm(dim=-1, keepdim=True).clamp_min(1e-8)
-            target, mask = self._gather_pixels(frames, local, "normals", "normal_mask", 3)
+            target, mask = cue_px[:, :3], cue_px[:, 3]
             if head.has_eye_mask:
                 mask = mask * (px[:, 3].detach() < 1e-3).to(dt)
             terms["normal"] = cfg.w_normal * L.normal_loss(n_px, target, mask, cfg.normal_delta, pix_batch, b, h * w)
@@ -218,7 +229,7 @@ class Energy:
         if has_uv:
             uv_img = interpolate(head.uv, raster, head.faces_uv)
             uv_px = uv_img.view(b * h * w, 2)[raster.pixel_index]
-            target, mask = self._gather_pixels(frames, local, "uv", "uv_mask", 2)
+            target, mask = cue_px[:, 4:6], cue_px[:, 6]
             terms["uv_dense"] = cfg.w_uv_dense * L.uv_dense_loss(uv_px, target, mask, pix_batch, b, h * w,
                                                                  cfg.uv_dense_delta)
 
@@ -304,19 +315,15 @@ class Energy:
                 masks.append(getattr(f, mask_name) if mask_name else torch.ones(shape[:2], dtype=dt))
         return torch.stack(vals), torch.stack(masks)
 
-    def _gather_pixels(self, frames, local, name: str, mask_name: str, channels: int):
-        """Cue values [N, C] and mask [N] at the covered pixels (zero for frames without the cue)."""
-        dt = self.head.dtype
-        vals, masks = [], []
+    def _gather_pixels(self, frames, local) -> torch.Tensor:
+        """The packed per-pixel cues [N, 7] at the covered pixels (zero for frames without them)."""
+        parts = []
         for f, idx in zip(frames, local):
-            v = getattr(f, name)
-            if v is None:
-                vals.append(torch.zeros(len(idx), channels, dtype=dt))
-                masks.append(torch.zeros(len(idx), dtype=dt))
+            if f.pixel_table is None:
+                parts.append(torch.zeros(len(idx), 7, dtype=self.head.dtype))
             else:
-                vals.append(v.view(-1, channels)[idx])
-                masks.append(getattr(f, mask_name).view(-1)[idx])
-        return torch.cat(vals), torch.cat(masks)
+                parts.append(f.pixel_table.index_select(0, idx))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _valid_sil(self, frames, hw):
         dt = self.head.dtype

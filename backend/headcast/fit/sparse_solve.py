@@ -5,15 +5,17 @@ The nearest-uv correspondences and the landmarks make a least-squares problem in
 identity, expression, eyelid, joint and head-pose parameters with a few thousand residuals
 and a few hundred unknowns. Adam moves every coordinate by at most its learning rate per
 step, so reaching identity coefficients of size ~2 takes hundreds of steps; a damped
-Gauss-Newton step solves the (locally linearised) problem at once. The solvers run a few LM
-iterations after the camera initialisation (and warm-started on tracked frames), then Adam
-on the full energy (dense uv, normals, silhouette) refines; the synthetic benchmark measures
-the difference.
+Gauss-Newton step solves the (locally linearised) problem at once. The video tracker runs two LM
+iterations on every tracked frame (warm-started from its predecessor) before Adam refines it
+on the full energy (dense uv, normals, silhouette); after the camera initialisation of a
+single image it is optional (``FitConfig.lm_iterations``). The synthetic benchmark measures
+both (see the comments in :mod:`headcast.fit.config`).
 
 Only the vertices the residuals touch are posed (correspondence vertices, landmark
 triangles, and the joint regressor's support), so the Jacobian (``torch.func.jacfwd``) is
-cheap. The residuals use the same weights and normalisation as :mod:`headcast.fit.energy`,
-so LM minimises exactly the sparse terms plus the priors of the full energy.
+cheap. The residuals use the same weights and normalisation as :mod:`headcast.fit.energy` (the
+vertex-normal term with ``lm_vertex_normal``), so LM minimises the sparse terms plus the priors
+of the full energy.
 """
 from __future__ import annotations
 
@@ -85,12 +87,12 @@ class SparseProblem:
             near = (screen[0, ids, :2] - target).abs().sum(-1) < energy.dist_px
             keep = vis[ids] & near
             self.corr_ids, self.corr_target = ids[keep], target[keep]
-            if frame.corr_normal is not None and cfg.w_vertex_normal > 0:
+            if frame.corr_normal is not None and cfg.lm_vertex_normal > 0:
                 ok = frame.corr_normal_valid[keep] > 0
                 self.vn_ids = self.corr_ids[ok]
                 self.vn_target = frame.corr_normal[keep][ok]
         self.corr_scale = math.sqrt(cfg.w_uv_vertex / (2.0 * max(len(self.corr_ids), 1))) / self.width
-        self.vn_scale = math.sqrt(cfg.w_vertex_normal / (3.0 * max(len(self.vn_ids), 1)))
+        self.vn_scale = math.sqrt(cfg.lm_vertex_normal / (3.0 * max(len(self.vn_ids), 1)))
 
         contour = p.rotations(rows).detach().clone()
         contour[:, 0] = _FLAME_FROM_CAMERA.to(self.dt) @ p.head_rotation(rows).detach()
