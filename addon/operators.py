@@ -369,10 +369,60 @@ class HEADCAST_OT_check_backend(_TaskOperator, bpy.types.Operator):
         return ProcessTask("Backend check", [doctor_step(config.command("doctor"), config.environment(True))])
 
 
+class HEADCAST_OT_retarget(bpy.types.Operator):
+    """Drive a character's shape keys (matched by name, e.g. ARKit) and head, jaw and eye bones from an imported rig"""
+
+    bl_idname = "headcast.retarget"
+    bl_label = "Retarget to Character"
+    bl_options = {"REGISTER", "UNDO"}
+
+    rig: StringProperty(name="Rig", default="", description="Rig collection (empty: the panel's choice)")
+    target: StringProperty(name="Character", default="", description="Target object (empty: the panel's choice)")
+    mode: EnumProperty(name="Shape Keys", items=(("BAKE", "Bake", ""), ("DRIVERS", "Live", "")), default="BAKE")
+    bones: BoolProperty(name="Bones", default=True)
+    mapping_file: StringProperty(name="Mapping", subtype="FILE_PATH", default="")
+
+    def invoke(self, context, event):
+        settings = context.scene.headcast
+        self.rig = self.rig or (settings.retarget_source.name if settings.retarget_source else "")
+        self.target = self.target or (settings.retarget_target.name if settings.retarget_target else "")
+        self.mode, self.bones = settings.retarget_mode, settings.retarget_bones
+        self.mapping_file = self.mapping_file or settings.retarget_mapping
+        return self.execute(context)
+
+    def execute(self, context):
+        from .blender.importer import RIG_PROP, find_rig
+        from .blender.retarget import RetargetError, retarget
+        from .retarget_map import MappingFileError, read_mapping_file
+
+        coll = bpy.data.collections.get(self.rig) if self.rig else None
+        target = bpy.data.objects.get(self.target) if self.target else None
+        found = find_rig(coll[RIG_PROP]) if coll is not None and coll.get(RIG_PROP) else None
+        try:
+            if found is None:
+                raise RetargetError(f"no imported Headcast rig called {self.rig!r}" if self.rig
+                                    else "choose the Headcast rig to retarget from")
+            mapping = read_mapping_file(bpy.path.abspath(self.mapping_file)) if self.mapping_file else None
+            report = retarget(context, found[1], target, self.mode, mapping, self.bones)
+        except (RetargetError, MappingFileError) as exc:
+            self.report({"ERROR"}, f"Not retargeted: {exc}")
+            runtime.notify("ERROR", f"Not retargeted: {exc}")
+            return {"CANCELLED"}
+        m = report.mapping
+        bones = ", ".join(f"{role} -> {name}" for role, name in report.bones.items()) or "none"
+        text = (f"Retargeted {len(m.shape_keys)} shape keys onto {', '.join(report.targets) or '-'} "
+                f"({'live' if self.mode == 'DRIVERS' else f'{report.n_frames} frames'}); bones: {bones}")
+        if m.unmatched_source:
+            text += f"; {len(m.unmatched_source)} rig keys have no match (e.g. {m.unmatched_source[0]})"
+        self.report({"INFO"}, text)
+        runtime.notify("INFO", text)
+        return {"FINISHED"}
+
+
 def menu_import(self, context):
     self.layout.operator(HEADCAST_OT_import_result.bl_idname, text="Headcast Result (.headcast.npz)")
 
 
 CLASSES = (HEADCAST_OT_import_result, HEADCAST_OT_report, HEADCAST_OT_reconstruct_face,
            HEADCAST_OT_reconstruct_photos, HEADCAST_OT_track_clip, HEADCAST_OT_cancel, HEADCAST_OT_setup_backend,
-           HEADCAST_OT_check_backend)
+           HEADCAST_OT_check_backend, HEADCAST_OT_retarget)

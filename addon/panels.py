@@ -98,4 +98,26 @@ class HEADCAST_PT_backend(bpy.types.Panel):
         draw_backend_status(layout)
 
 
-CLASSES = (HEADCAST_PT_main, HEADCAST_PT_image, HEADCAST_PT_clip, HEADCAST_PT_backend)
+class HEADCAST_PT_retarget(bpy.types.Panel):
+    """Retarget an imported performance onto a character, folded under the main panel in the 3D View."""
+
+    bl_label = "Retarget"
+    bl_idname = "HEADCAST_PT_retarget"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Headcast"
+    bl_parent_id = "HEADCAST_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        settings = context.scene.headcast
+        col = self.layout.column(align=True)
+        col.prop(settings, "retarget_source")
+        col.prop(settings, "retarget_target")
+        col.prop(settings, "retarget_mode", expand=True)
+        col.prop(settings, "retarget_bones")
+        col.prop(settings, "retarget_mapping")
+        self.layout.operator("headcast.retarget", icon="ARMATURE_DATA")
+
+
+CLASSES = (HEADCAST_PT_main, HEADCAST_PT_image, HEADCAST_PT_clip, HEADCAST_PT_backend, HEADCAST_PT_retarget)

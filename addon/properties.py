@@ -6,6 +6,14 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, PointerProperty, StringProperty
 
 
+def _is_headcast_rig(_self, coll) -> bool:
+    return coll.get("headcast_rig") is not None and coll.get("headcast_result") is not None
+
+
+def _is_character(_self, obj) -> bool:
+    return obj.type in ("MESH", "ARMATURE") and obj.get("headcast_rig") is None
+
+
 class HeadcastSceneSettings(bpy.types.PropertyGroup):
     image_path: StringProperty(name="Photo", subtype="FILE_PATH",
                                description="Photo for Reconstruct Face when no image is shown in an Image editor")
@@ -21,6 +29,22 @@ class HeadcastSceneSettings(bpy.types.PropertyGroup):
         default="HEAD")
     footage_texture: BoolProperty(name="Project Footage", default=False,
                                   description="Give the head a material showing the footage projected from the camera")
+    # --- retargeting ---
+    retarget_source: PointerProperty(name="Rig", type=bpy.types.Collection, poll=_is_headcast_rig,
+                                     description="The imported Headcast rig whose performance drives the character")
+    retarget_target: PointerProperty(name="Character", type=bpy.types.Object, poll=_is_character,
+                                     description="A mesh with shape keys, or an armature (its bones and the "
+                                                 "shape keys of its child meshes)")
+    retarget_mode: EnumProperty(
+        name="Shape Keys",
+        items=(("BAKE", "Bake", "Key the character's shape keys on every frame of the performance"),
+               ("DRIVERS", "Live", "Drive the character's shape keys from the rig's (updates with re-imports)")),
+        default="BAKE")
+    retarget_bones: BoolProperty(name="Head, Jaw and Eye Bones", default=True,
+                                 description="Bake the head, jaw and eye rotations onto the character's bones")
+    retarget_mapping: StringProperty(name="Mapping", subtype="FILE_PATH",
+                                     description="Optional JSON file naming which shape keys and bones to drive "
+                                                 "(else matched by name)")
 
 
 CLASSES = (HeadcastSceneSettings,)

@@ -31,3 +31,16 @@ def synthetic_dir(tmp_path_factory, synthetic_model):
     out = tmp_path_factory.mktemp("synthetic_flame")
     write_synthetic_model(out, seed=0, model=synthetic_model)
     return out
+
+
+@pytest.fixture(scope="session")
+def open_head_pack(tmp_path_factory):
+    """Path of a freshly built open-head pack (with its MediaPipe embedding) in a temporary cache.
+
+    Shared by the model tests and the Blender test of the open head on a photo (one build a session).
+    """
+    pytest.importorskip("mediapipe")
+    from headcast.models import build_open_head
+
+    out = tmp_path_factory.mktemp("headcast_cache") / "models" / "open-head-test.npz"
+    return build_open_head(out)

@@ -17,16 +17,6 @@ def _threads():
 
 
 @pytest.fixture(scope="session")
-def open_head_pack(tmp_path_factory):
-    """Path of a freshly built pack (with its MediaPipe embedding) in a temporary cache."""
-    pytest.importorskip("mediapipe")
-    from headcast.models import build_open_head
-
-    out = tmp_path_factory.mktemp("headcast_cache") / "models" / "open-head-test.npz"
-    return build_open_head(out)
-
-
-@pytest.fixture(scope="session")
 def open_head(open_head_pack):
     from headcast.flame import load_model_file
 
