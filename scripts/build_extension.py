@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "addon"
 MANIFEST = ROOT / "blender_manifest.toml"
 FORMAT_MODULE = ROOT / "backend" / "headcast" / "io" / "result_file.py"
+BACKEND_REQUIREMENTS = ("backend.txt", "backend-nodeps.txt", "constraints.txt")
 EXCLUDE_DIRS = {"__pycache__", ".git", ".pytest_cache"}
 EXCLUDE_SUFFIXES = {".pyc", ".pyo", ".zip", ".blend1"}
 
@@ -61,6 +62,10 @@ def stage(out: Path) -> Path:
         raise SystemExit(f"{ADDON}/result_file.py must not exist: the format module comes from {FORMAT_MODULE}")
     shutil.copy2(FORMAT_MODULE, target / "result_file.py")
     shutil.copy2(MANIFEST, target / "blender_manifest.toml")
+    # what Set Up Backend installs (the same files scripts/setup_env.sh uses)
+    (target / "requirements").mkdir()
+    for name in BACKEND_REQUIREMENTS:
+        shutil.copy2(ROOT / "requirements" / name, target / "requirements" / name)
     return target
 
 

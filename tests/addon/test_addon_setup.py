@@ -13,7 +13,8 @@ from blender_checks import MODULE, ROOT
 FAKE_PIP = textwrap.dedent('''
     import json, sys, sysconfig, pathlib
     log, venv, outcome, *args = sys.argv[1:]
-    pathlib.Path(log).write_text(json.dumps(args))
+    with open(log, "a") as f:
+        f.write(json.dumps(args) + chr(10))
     print("Collecting torch>=2.2", flush=True)
     print("  Downloading torch-2.13.0-cp311-none-linux_x86_64.whl (180.0 MB)", flush=True)
     if outcome == "fail":
@@ -49,11 +50,17 @@ def test_set_up_backend_creates_the_env_installs_and_points_the_preferences_at_i
     assert bpy.ops.headcast.setup_backend("EXEC_DEFAULT") == {"FINISHED"}
     python = venv / "bin" / "python"
     assert python.is_file() and backend.backend_python == str(python)
-    # pip got the source folder, the project's constraints and the extra arguments
-    assert json.loads(log.read_text()) == [
-        "install", "--disable-pip-version-check", "--progress-bar", "off", str(ROOT),
-        "-c", str(ROOT / "requirements" / "constraints.txt"),
-        "--extra-index-url", "https://download.pytorch.org/whl/cpu"]
+    # pip ran as scripts/setup_env.sh does: torch, the requirements with the project's constraints,
+    # MediaPipe and anny without their dependencies, then the source folder without dependencies;
+    # every call with the extra arguments
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    head = ["install", "--disable-pip-version-check", "--progress-bar", "off"]
+    extra = ["--extra-index-url", "https://download.pytorch.org/whl/cpu"]
+    reqs = ROOT / "requirements"
+    assert calls == [[*head, "torch", *extra],
+                     [*head, "-r", str(reqs / "backend.txt"), "-c", str(reqs / "constraints.txt"), *extra],
+                     [*head, "--no-deps", "-r", str(reqs / "backend-nodeps.txt"), *extra],
+                     [*head, "--no-deps", str(ROOT), *extra]]
     task = runtime().STATE.task
     assert task.state == "done"
     lines = list(task.lines)
@@ -75,7 +82,7 @@ def test_set_up_backend_failure_shows_pips_last_lines(bpy, backend, fake_pip, tm
     with pytest.raises(RuntimeError, match="No matching distribution found for torch"):
         bpy.ops.headcast.setup_backend("EXEC_DEFAULT")
     assert backend.backend_python == before  # still the working backend
-    assert runtime().STATE.task.state == "error" and "installing the backend" in runtime().STATE.task.error
+    assert runtime().STATE.task.state == "error" and "installing torch" in runtime().STATE.task.error
     backend.backend_source = str(tmp_path)  # not a project
     with pytest.raises(RuntimeError, match="not a Python project"):
         bpy.ops.headcast.setup_backend("EXEC_DEFAULT")
@@ -98,3 +105,15 @@ def test_check_runs_doctor_with_the_preferences(bpy, backend, tmp_path):
     with pytest.raises(RuntimeError, match="Check failed: the backend did not answer"):
         bpy.ops.headcast.check_backend("EXEC_DEFAULT")
     assert runtime().STATE.doctor is None and runtime().STATE.doctor_error
+
+
+def test_the_extension_carries_the_backend_requirements(bpy, backend):
+    """A wheel or a package name as the source: the requirement files come from the installed extension."""
+    tasks = sys.modules[MODULE + ".tasks"]
+    folder = tasks.requirement_files("headcast==0.1.0")
+    assert folder == tasks.BUNDLED_REQUIREMENTS
+    for name in ("backend.txt", "backend-nodeps.txt", "constraints.txt"):
+        assert (folder / name).read_text() == (ROOT / "requirements" / name).read_text(), name
+    steps = tasks.setup_steps(sys.executable, str(ROOT / "no-such-venv"), "headcast==0.1.0")
+    install = [s for s in steps if s.label == "installing the backend"][0]
+    assert install.argv[-2:] == ["--no-deps", "headcast==0.1.0"]
