@@ -34,30 +34,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "backend"))
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_common import cpu_name, write_section  # noqa: E402
 SECTION = "## Fitting"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def replace_section(path: Path, body: str) -> None:
-    """Replace (or append) this script's section of BENCHMARKS.md, keeping every other section."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + body + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-    path.write_text(new.rstrip("\n") + "\n")
 
 
 def med(xs) -> float:
@@ -289,7 +268,7 @@ def main(argv=None) -> int:
     body = "\n".join(lines) + "\n"
     print(body)
     if not args.no_write:
-        replace_section(args.out, body)
+        write_section(args.out, SECTION, body)
         print(f"wrote the {SECTION!r} section of {args.out}")
     return 0
 

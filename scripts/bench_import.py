@@ -26,18 +26,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "backend"))
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_common import cpu_name, write_section  # noqa: E402
 SECTION = "## Blender import"
 TARGET_S = 3.0
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write_results(out: Path, counts: list[int]) -> dict[int, Path]:
@@ -53,19 +45,6 @@ def write_results(out: Path, counts: list[int]) -> dict[int, Path]:
         clip = ClipInfo(source_path="", image_size=(1280, 720), fps=30.0, rig_name=f"bench{n}")
         paths[n] = write_result(out / f"bench{n}.headcast.npz", model, shape, frames, clip, sidecar=False)
     return paths
-
-
-def replace_section(path: Path, body: str) -> None:
-    """Replace (or append) this script's section of BENCHMARKS.md, keeping every other section."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + body + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-    path.write_text(new.rstrip("\n") + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(body) + "\n"
     print(text)
     if not args.no_write:
-        replace_section(args.out, text)
+        write_section(args.out, SECTION, text)
         print(f"updated {args.out}")
     sys.stdout.flush()
     os._exit(0)  # bpy 4.5 can hang in a static destructor at interpreter exit

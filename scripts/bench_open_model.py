@@ -17,7 +17,6 @@ import datetime
 import logging
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "backend"))
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_common import cpu_name, write_section  # noqa: E402
 
 from headcast.flame import HeadLayer, load_model_file  # noqa: E402
 from headcast.models import LICENCE, build_open_head, load_recipe, pack_is_current, recipe_path  # noqa: E402
@@ -106,7 +107,7 @@ def main() -> None:
     info = (f"{model.n_vertices} vertices, {model.faces.shape[0]} triangles, {recipe.n_macro} macro + "
             f"{2 * len(recipe.local_modifiers)} modifier identity columns, {len(recipe.expr_names)} ARKit "
             f"expressions, MediaPipe embedding: {recipe.mediapipe} ({n_mp} points)")
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+    machine = (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
                f"({args.threads} threads), numpy {np.__version__}, Python {platform.python_version()}")
     lines = [SECTION, "",
              f"`scripts/bench_open_model.py`, {datetime.date.today().isoformat()}, {machine}. "
@@ -119,18 +120,7 @@ def main() -> None:
     section = "\n".join(lines)
     print(section)
     if not args.no_write:
-        write_section(args.output, section)
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of the file (or append it), keeping the rest."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
+        write_section(args.output, SECTION, section)
 
 
 if __name__ == "__main__":

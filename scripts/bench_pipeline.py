@@ -13,8 +13,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -23,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "backend"))
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_common import BENCHMARKS, cpu_name, write_section  # noqa: E402
 
 
 def run_job(args: list[str], env: dict) -> tuple[dict, float, float]:
@@ -68,8 +68,8 @@ def main() -> None:
     res, wall, peak = run_job(["track", str(video), "-o", str(work / "clip.headcast.npz"), "--model", args.model], env)
     rows.append((f"clip ({args.frames} frames, 640x480)", args.frames, wall, peak, res["timings"], res["mode"]))
 
-    lines = [f"## Pipeline\n",
-             f"`scripts/bench_pipeline.py`, {datetime.date.today()}, {platform.processor() or platform.machine()}, "
+    lines = ["## Pipeline\n",
+             f"`scripts/bench_pipeline.py`, {datetime.date.today()}, {cpu_name()}, "
              f"{os.cpu_count()} cores, torch {torch.__version__}, model `{args.model}`, default fit settings, "
              f"mode {rows[0][5]} (no network weights: the CPU networks cost ~11 s per 512² forward, see Priors). "
              "Each job in a fresh process; stage times from the result's timings.\n",
@@ -80,14 +80,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        bench = ROOT / "BENCHMARKS.md"
-        old = bench.read_text() if bench.exists() else "# Benchmarks\n"
-        start = old.find("## Pipeline")
-        if start >= 0:
-            end = old.find("\n## ", start + 3)
-            old = old[:start] + old[end + 1:] if end >= 0 else old[:start]
-        bench.write_text(old.rstrip() + "\n\n" + text)
-
+        write_section(BENCHMARKS, "## Pipeline", text)
 
 if __name__ == "__main__":
     main()

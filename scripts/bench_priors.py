@@ -22,7 +22,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -33,6 +32,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "backend"))
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_common import cpu_name, write_section  # noqa: E402
 
 from headcast.priors import PriorNetConfig, PriorNetwork, PriorPredictor, prepare_footage  # noqa: E402
 from headcast.priors.mediapipe_faces import FaceLandmarker, ForegroundSegmenter  # noqa: E402
@@ -72,16 +73,6 @@ def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
 def fmt_ms(times: list[float]) -> str:
     ms = [t * 1000 for t in times]
     return f"{statistics.median(ms):.1f}" + (f" ({min(ms):.1f}–{max(ms):.1f})" if len(ms) > 1 else "")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def synthetic_clip(n: int = 20):
@@ -188,17 +179,6 @@ def render_section(rows, machine: str, repeats: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the '## Priors' section of the file (or append it), keeping the rest."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Priors\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -232,7 +212,7 @@ def main(argv=None) -> int:
     section = render_section(rows, machine, args.repeats)
     print(section)
     if not args.no_write:
-        write_section(args.output, section)
+        write_section(args.output, SECTION, section)
         print(f"wrote the '{SECTION}' section of {args.output}")
     return 0
 

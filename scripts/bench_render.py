@@ -25,7 +25,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import platform  # noqa: E402
-import re  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -36,6 +35,8 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "backend"))
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_common import cpu_name, write_section  # noqa: E402
 
 from headcast.render import (antialias, interpolate, project_points, rasterize,  # noqa: E402
                              render_normals)
@@ -158,7 +159,7 @@ def timed(fn, repeats, warmup, sync):
 
 
 def machine_description():
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_name()
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
@@ -235,7 +236,7 @@ def main():
     print()
     print(section)
     if not args.no_write:
-        write_section(args.output, section)
+        write_section(args.output, "## Renderer", section)
         print(f"updated {args.output}")
 
 
@@ -302,17 +303,6 @@ def render_section(rows, mesh_name, verts, faces, args, load_before, load_after)
         "",
     ]
     return "\n".join(lines)
-
-
-def write_section(path: Path, section: str):
-    """Replace the '## Renderer' section of the file (or append it), keeping the rest."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Renderer\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

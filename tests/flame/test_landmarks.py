@@ -1,6 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Landmarks: static barycentric points and the yaw-dependent jaw contour."""
-import math
 
 import numpy as np
 import pytest

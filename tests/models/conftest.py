@@ -53,7 +53,6 @@ def reference_heads(open_head_recipe, open_head, hm08):
     root, base, _ = hm08
     rng = np.random.default_rng(1234)
     pairs = open_head_recipe.local_modifiers
-    heads = []
     settings = [
         ({"gender": 0.5, "age": 0.5, "muscle": 0.5, "weight": 0.5, "height": 0.5, "proportions": 0.5,
           "african": 1 / 3, "asian": 1 / 3, "caucasian": 1 / 3}, 0.0, 0.0),

@@ -2,7 +2,6 @@
 """The JSON-lines worker protocol with stand-in job handlers (the real pipeline is tested elsewhere)."""
 import io
 import json
-import threading
 import time
 
 from headcast.errors import NoFaceError

@@ -1,7 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """`headcast serve` as the add-on runs it: a real process, real jobs, errors and cancel."""
 import json
-import os
 import queue
 import subprocess
 import threading
