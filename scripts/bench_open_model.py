@@ -55,11 +55,88 @@ def fmt(seconds: list[float], unit: float = 1.0, digits: int = 2) -> str:
     return f"{med:.{digits}f} ({min(vals):.{digits}f}–{max(vals):.{digits}f})"
 
 
+def embedded_points(model, vertices: np.ndarray) -> np.ndarray:
+    """The model's MediaPipe points on posed vertices ``[..., V, 3]`` (or pixels ``[..., V, 2]``)."""
+    emb = model.mediapipe
+    tri = model.faces[emb.faces]
+    return np.einsum("lk,...lkc->...lc", emb.bary, vertices[..., tri, :])
+
+
+def photo_rows(pack: Path, tmp: Path, threads: int) -> list[tuple[str, str]]:
+    """Reconstruct the astronaut with the open head (default settings, no network weights) and
+    measure the projected MediaPipe points against MediaPipe's own detections on the photo."""
+    import mediapipe as mp
+    import skimage.data
+
+    from headcast.config import load_settings
+    from headcast.io import evaluate_rig, load_result, model_to_camera, project_to_pixels
+    from headcast.pipeline import reconstruct
+    from headcast.synthetic_footage import write_image
+
+    photo_rgb = skimage.data.astronaut()
+    photo = write_image(photo_rgb, tmp / "astronaut.png")
+    settings = load_settings(tmp / "no-config.toml", env={},
+                             overrides={"models.model": str(pack), "output.cache_dir": str(tmp / "cache")})
+    reconstruct(photo, tmp / "warm.headcast.npz", settings=settings)  # model load, MediaPipe start-up
+    times, res = [], None
+    for _ in range(2):
+        t0 = time.perf_counter()
+        res = reconstruct(photo, tmp / "astronaut.headcast.npz", settings=settings)
+        times.append(time.perf_counter() - t0)
+    r = load_result(res.path)
+    pixels = project_to_pixels(r, model_to_camera(r, evaluate_rig(r)))[0]
+    model = load_model_file(pack)
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True) as mesh:
+        found = mesh.process(np.ascontiguousarray(photo_rgb))
+    h, w = photo_rgb.shape[:2]
+    detected = np.array([[p.x * w, p.y * h] for p in found.multi_face_landmarks[0].landmark])
+    # barycentric points of the projected vertices (within a triangle, projection is nearly affine)
+    err = np.linalg.norm(embedded_points(model, pixels) - detected[model.mediapipe.landmark_ids], axis=1)
+    fit_s = res.timings.get("fit", float("nan"))
+    return [(f"single photo, astronaut 512², landmarks + mask mode, default settings ({threads} threads), "
+             "whole reconstruct (detect, fit, write)", fmt(times) + " s"),
+            ("single photo: of which the fit", f"{fit_s:.2f} s"),
+            (f"single photo: {len(err)} MediaPipe points projected vs MediaPipe's detections, mean / median / "
+             "90th pct / max", f"{err.mean():.2f} / {np.median(err):.2f} / {np.percentile(err, 90):.2f} / "
+                               f"{err.max():.2f} px")]
+
+
+def synthetic_rows(model, scenes: int) -> list[tuple[str, str]]:
+    """Fits to renders of the open head with known parameters, landmarks + mask only (exact)."""
+
+    from headcast.fit import FitConfig, fit_images
+    from headcast.fit.metrics import posed_error_mm
+    from headcast.fit.synthetic_cues import only, random_truth, render_cues
+
+    size, n_shape = 256, model.shapedirs.shape[2]
+    lmk, posed, secs = [], [], []
+    for seed in range(scenes):
+        rng = np.random.default_rng(100 + seed)
+        truth = random_truth(model, rng, 1, size=size, expr_scale=0.25, n_shape=n_shape)
+        chol = np.linalg.inv(model.shape_whiten)
+        truth.shape = np.clip(model.shape_mean + chol @ rng.normal(size=n_shape), *model.shape_bounds.T)
+        cues = only(render_cues(model, truth, 0).cues, "mask", "landmarks")
+        t0 = time.perf_counter()
+        fit = fit_images(model, [cues], FitConfig(n_shape=n_shape, n_expr=52), image_size=size)
+        secs.append(time.perf_counter() - t0)
+        a = embedded_points(model, fit.project(fit.vertices(model)[0], 0))
+        b = embedded_points(model, truth.project(truth.vertices(model)[0], 0))
+        lmk.append(float(np.linalg.norm(a - b, axis=1).mean()))
+        posed.append(float(posed_error_mm(model, fit, truth)[0]))
+    return [(f"synthetic renders ({scenes}, 256², all {n_shape} identity columns, default settings, exact landmarks "
+             "+ mask): MediaPipe points reprojection, mean", f"{np.mean(lmk):.2f} px (max scene {max(lmk):.2f})"),
+            ("synthetic renders: posed face-region error (similarity-aligned), mean",
+             f"{np.mean(posed):.3f} mm (max scene {max(posed):.3f})"),
+            ("synthetic renders: fit time per image", fmt(secs) + " s")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="cold builds to time (each from scratch)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    ap.add_argument("--scenes", type=int, default=3, help="synthetic renders to fit")
+    ap.add_argument("--skip-fits", action="store_true", help="only the pack rows (no photo or synthetic fits)")
     ap.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -102,6 +179,10 @@ def main() -> None:
                 rows.append((f"HeadLayer forward, float32, batch {batch}, {threads} torch thread(s) "
                              f"(348 identity + 52 expression columns)", fmt(fwd, 1e3, 2) + " ms"))
         torch.set_num_threads(args.threads)
+
+        if not args.skip_fits:
+            rows += photo_rows(pack, tmp, args.threads)
+            rows += synthetic_rows(model, args.scenes)
 
     n_mp = 0 if model.mediapipe is None else len(model.mediapipe.landmark_ids)
     info = (f"{model.n_vertices} vertices, {model.faces.shape[0]} triangles, {recipe.n_macro} macro + "
