@@ -55,7 +55,7 @@ def _character(bpy, name="Character"):
     face.parent = obj
     face.shape_key_add(name="Basis")
     for key in TARGET_KEYS:
-        face.shape_key_add(name=key)
+        face.shape_key_add(name=key).value = 0.0  # (new keys start at 1.0 in Blender 5.0, 0.0 in 4.5)
     return obj, face
 
 
