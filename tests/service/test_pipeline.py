@@ -169,3 +169,52 @@ def test_killed_process_resumes_to_the_same_result(tmp_path, synthetic_clip_mp4,
     a, b = _arrays(ref), _arrays(out)
     for key in a:
         np.testing.assert_allclose(b[key], a[key], atol=1e-5, err_msg=key)
+
+
+def test_resumed_track_reuses_cached_network_maps(fast_settings, tmp_path, synthetic_clip_mp4, tiny_checkpoints,
+                                                  monkeypatch):
+    """With network weights, a cancelled track keeps its predicted maps (at the fit size, float16) next to
+    its finished frames; the resumed run predicts no frame again and ends where an uninterrupted run ends.
+    Other weights make the partial folder stale."""
+    from headcast.priors import PriorPredictor
+
+    predicted = []
+    real_predict = PriorPredictor.predict
+
+    def counting_predict(self, crops):
+        predicted.append(len(crops))
+        return real_predict(self, crops)
+
+    monkeypatch.setattr(PriorPredictor, "predict", counting_predict)
+    settings = fast_settings(**{"models.model": "synthetic", "models.uv_checkpoint": str(tiny_checkpoints / "uv.ckpt"),
+                                "models.normals_checkpoint": str(tiny_checkpoints / "normals.ckpt")})
+    full = track(synthetic_clip_mp4, tmp_path / "full.headcast.npz", settings=settings)
+    assert full.mode == "pixel3dmm" and sum(predicted) == 8
+
+    out = tmp_path / "resumed.headcast.npz"
+    stop = threading.Event()
+    with pytest.raises(Cancelled):
+        track(synthetic_clip_mp4, out, settings=settings, cancel=stop,
+              progress=lambda stage, frame, *_: stop.set() if stage == "online" and frame >= 3 else None)
+    maps = sorted((out.with_name(out.name + ".partial") / "priors").glob("maps_*.npz"))
+    assert len(maps) == 8
+    with np.load(maps[0]) as z:
+        assert z["uv"].dtype == np.float16 and z["uv"].shape == (128, 128, 2) and z["normals"].shape == (128, 128, 3)
+    predicted.clear()
+    track(synthetic_clip_mp4, out, settings=settings)
+    assert predicted == [], "no frame is predicted again"
+    a, b = _arrays(full.path), _arrays(out)
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], atol=1e-5, err_msg=key)
+
+    # a partial folder made with other weights is not reused
+    with pytest.raises(Cancelled):
+        track(synthetic_clip_mp4, out, settings=settings, cancel=stop,
+              progress=lambda stage, frame, *_: stop.set() if stage == "online" and frame >= 3 else None)
+    other = tmp_path / "other-uv.ckpt"
+    other.write_bytes((tiny_checkpoints / "uv.ckpt").read_bytes())
+    predicted.clear()
+    stop.clear()
+    track(synthetic_clip_mp4, out, settings=fast_settings(**{"models.model": "synthetic", "models.uv_checkpoint": str(other),
+                                                             "models.normals_checkpoint": str(tiny_checkpoints / "normals.ckpt")}))
+    assert sum(predicted) == 8
