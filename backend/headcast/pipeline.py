@@ -213,10 +213,12 @@ class _Prepared:
     cues: list
     boxes: list  # per frame: the CropBox in the original footage
     crop_size: int
-    original_size: tuple[int, int]  # (H, W) of the (first) footage
+    original_size: tuple[int, int]  # (H, W) of the (first) footage: the result's image size
     mode: str
     description: str
     notes: list
+    # per frame (H, W) when photos differ in size: their cameras are rescaled to the first photo's
+    frame_sizes: list | None = None
 
 
 def _frame_parameters(fit, prep: _Prepared, fit_size: int, frame_indices: np.ndarray):
@@ -229,6 +231,16 @@ def _frame_parameters(fit, prep: _Prepared, fit_size: int, frame_indices: np.nda
         fx, fy, cx, cy = fit.intrinsics[i] * to_crop
         intr[i] = prep.boxes[i].intrinsics_to_original(fx, fy, cx, cy)
     crop_boxes = np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in prep.boxes], dtype=np.float64)
+    if prep.frame_sizes is not None:
+        # Photos of other sizes than the first: each camera as if its photo were scaled to the first
+        # photo's size (exact for the same aspect ratio; otherwise fx/fy absorb the stretch), so one
+        # image size describes every frame of the result.
+        H0, W0 = prep.original_size
+        for i, (h, w) in enumerate(prep.frame_sizes):
+            if (h, w) != (H0, W0):
+                sx, sy = W0 / w, H0 / h
+                intr[i] *= (sx, sy, sx, sy)
+                crop_boxes[i] *= (sx, sy, sx, sy)
     return FrameParameters(frame_indices=frame_indices, expression=fit.expression, joint_rotations=fit.rotations,
                            head_rotation=fit.R_head, head_translation=fit.t_head, intrinsics=intr,
                            eyelids=fit.eyelids, crop_boxes=crop_boxes, losses=fit.loss, valid=fit.valid)
@@ -327,6 +339,7 @@ def reconstruct(images: str | Path | Sequence[str | Path], output: str | Path | 
              for p in paths]
     prep = _Prepared(cues=[c for part in parts for c in part.cues], boxes=[b for part in parts for b in part.boxes],
                      crop_size=parts[0].crop_size, original_size=parts[0].original_size, mode=parts[0].mode,
+                     frame_sizes=[part.original_size for part in parts for _ in part.cues],
                      description=parts[0].description, notes=[n for part in parts for n in part.notes])
     size = settings.fit.render_size
     stages.enter("fit", len(prep.cues))

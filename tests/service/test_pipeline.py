@@ -64,6 +64,31 @@ def test_reconstruct_lines_up_with_the_face(fast_settings, tmp_path, astronaut_p
         assert err < 6.0, f"{mask}: {err:.1f} px from the detected iris"
 
 
+def test_photos_of_other_sizes_share_the_first_photos_image_size(fast_settings, tmp_path, astronaut_png,
+                                                                  synthetic_model):
+    """A half-size copy of the photo: its camera is expressed in the first photo's pixels, so the head
+    it fits projects onto the same place of the 512 px frame."""
+    import cv2
+    import skimage.data
+
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), cv2.resize(cv2.imread(str(astronaut_png)), (256, 256), interpolation=cv2.INTER_AREA))
+    res = reconstruct([astronaut_png, small], tmp_path / "two.headcast.npz",
+                      settings=fast_settings(**{"models.model": "synthetic", "fit.steps": 120, "fit.render_size": 192}))
+    r = load_result(res.path)
+    assert tuple(r.metadata["image_size"]) == (512, 512)
+    px = project_to_pixels(r, model_to_camera(r, evaluate_rig(r)))
+    detected = _mediapipe_points(skimage.data.astronaut())
+    for frame in (0, 1):
+        for mask, iris in (("left_eyeball", 473), ("right_eyeball", 468)):
+            ids = synthetic_model.masks[mask]
+            front = ids[np.argsort(synthetic_model.v_template[ids, 2])[-5:]]
+            err = np.linalg.norm(px[frame, front].mean(0) - detected[iris])
+            assert err < 6.0, f"photo {frame}, {mask}: {err:.1f} px from the detected iris"
+    # the crop box of the small photo is in the same (first photo's) pixels
+    assert np.abs(r.arrays["crop_boxes"][1] - r.arrays["crop_boxes"][0]).max() < 12.0
+
+
 def test_reconstruct_from_flame_format_files(fast_settings, tmp_path, astronaut_png, synthetic_dir):
     """The real FLAME file layout (chumpy pickle + assets beside it) goes through the same path."""
     import shutil
