@@ -62,15 +62,57 @@ def resolve_footage(result: rf.HeadcastResult, override: str = "") -> tuple[Path
     recorded = override or result.metadata.get("source_path", "")
     if not recorded:
         return None, "the result names no footage"
+    path = _find_recorded(result, recorded)
+    if path is not None:
+        return path, ""
+    return None, f"footage {recorded} not found; no background is shown"
+
+
+def _find_recorded(result: rf.HeadcastResult, recorded: str) -> Path | None:
+    """A path recorded in a result: as written (``//`` = blend-relative, relative = result-relative),
+    else a file of the same name next to the result file."""
     path = Path(bpy.path.abspath(recorded)) if recorded.startswith("//") else Path(recorded).expanduser()
     if not path.is_absolute():
         path = Path(result.path).parent / path
     if path.exists():
-        return path, ""
+        return path
     beside = Path(result.path).parent / path.name
-    if beside.exists():
-        return beside, ""
-    return None, f"footage {recorded} not found; no background is shown"
+    return beside if beside.exists() else None
+
+
+def load_frame_photos(result: rf.HeadcastResult, track) -> tuple[list | None, str]:
+    """Several photos: the image of each frame (None where missing), and a warning; None if the
+    result is not a set of photos (no ``frame_sources``)."""
+    sources = result.metadata.get("frame_sources")
+    if not sources or len(sources) != result.n_frames:
+        return None, ""
+    images, loaded, missing = [], {}, []
+    for recorded in sources:
+        path = _find_recorded(result, recorded)
+        if path is None:
+            missing.append(recorded)
+            images.append(None)
+            continue
+        if path not in loaded:
+            loaded[path] = track(bpy.data.images.load(str(path), check_existing=True))
+        images.append(loaded[path])
+    warning = f"photos not found, no background on their frames: {', '.join(missing)}" if missing else ""
+    return images, warning
+
+
+def set_photo_backgrounds(cam: bpy.types.Camera, images: list, builder: ActionBuilder, frames: np.ndarray) -> None:
+    """One background per photo, each visible (alpha keyed to 1) only on the frames fitted to it."""
+    cam.show_background_images = True
+    distinct = list(dict.fromkeys(img for img in images if img is not None))
+    for k, img in enumerate(distinct):
+        bg = cam.background_images.new()
+        bg.source = "IMAGE"
+        bg.image = img
+        bg.display_depth = "BACK"
+        bg.frame_method = "STRETCH"  # each photo fills the frame: its camera is in the first photo's pixels
+        alpha = np.array([1.0 if im is img else 0.0 for im in images])
+        if not builder.channel(f"background_images[{k}].alpha", frames, alpha):
+            bg.alpha = float(alpha[0])
 
 
 def load_footage(path: Path, want_texture: bool, track) -> tuple[Footage | None, str]:

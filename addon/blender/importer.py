@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import bpy
@@ -22,8 +23,9 @@ import numpy as np
 from .. import result_file as rf
 from .animation import KEY_BREAKDOWN, KEY_KEYFRAME, ActionBuilder
 from .armature import add_corrective_drivers, build_bones, key_pose
-from .camera import (apply_scene_settings, build_camera_data, frame_numbers, key_object_transform,
-                     load_footage, resolve_footage, set_background)
+from .camera import (Footage, apply_scene_settings, build_camera_data, frame_numbers, key_object_transform,
+                     load_footage, load_frame_photos, resolve_footage, set_background,
+                     set_photo_backgrounds)
 from .conventions import fixed_camera_transform, head_object_transforms, moving_camera_transforms
 from .mesh import add_shape_keys, add_vertex_groups, build_material, build_mesh, shape_key_specs
 
@@ -154,9 +156,14 @@ def _build(context, result: rf.HeadcastResult, specs, options: ImportOptions, tx
         context.scene.collection.children.link(coll)
 
     footage = None
-    footage_path, warning = resolve_footage(result, options.footage_path)
-    if footage_path is not None:
-        footage, warning = load_footage(footage_path, options.footage_texture, tx.track)
+    # several photos: each frame shows its own photo (unless the user points at other footage)
+    photos, warning = (None, "") if options.footage_path else load_frame_photos(result, tx.track)
+    if photos is None:
+        footage_path, warning = resolve_footage(result, options.footage_path)
+        if footage_path is not None:
+            footage, warning = load_footage(footage_path, options.footage_texture, tx.track)
+    elif photos[0] is not None:
+        footage = Footage(path=Path(photos[0].filepath), image=photos[0])  # the texture shows the first photo
     if warning:
         warnings.append(warning)
 
@@ -180,7 +187,9 @@ def _build(context, result: rf.HeadcastResult, specs, options: ImportOptions, tx
     if settings["aspect_error"] > 1e-6:
         warnings.append(f"fx/fy varies over the clip by {settings['aspect_error']:.2g}; "
                         "Blender's pixel aspect is one value, the median is used")
-    if footage is not None:
+    if photos is not None:
+        set_photo_backgrounds(cam_data, photos, lens_anim, frames)
+    elif footage is not None:
         set_background(cam_data, footage)
     lens_anim.apply(cam_data)
     cam_anim = ActionBuilder(f"{rig}_camera", "OBJECT", f"{rig}_camera", key_types)

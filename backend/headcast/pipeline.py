@@ -247,13 +247,14 @@ def _frame_parameters(fit, prep: _Prepared, fit_size: int, frame_indices: np.nda
 
 
 def _write(output: Path, choice: ModelChoice, fit, prep: _Prepared, fit_size: int, frame_indices, source: str,
-           fps: float, settings: Settings, weights: dict, timings: dict) -> Path:
+           fps: float, settings: Settings, weights: dict, timings: dict, frame_sources: list | None = None) -> Path:
     from .io import ClipInfo, write_result
 
     H, W = prep.original_size
     clip = ClipInfo(source_path=source, image_size=(W, H), fps=fps, network_weights=weights,
                     fit={"mode": prep.mode, "model_choice": choice.reason, "fit_size": fit_size,
-                         "timings": {k: round(v, 3) for k, v in timings.items()}, "headcast": __version__})
+                         "timings": {k: round(v, 3) for k, v in timings.items()}, "headcast": __version__},
+                    frame_sources=frame_sources)
     return write_result(output, choice.model, fit.shape, _frame_parameters(fit, prep, fit_size, frame_indices), clip,
                         include_posed_vertices=settings.output.posed_vertices)
 
@@ -351,7 +352,7 @@ def reconstruct(images: str | Path | Sequence[str | Path], output: str | Path | 
     stages.enter("write")
     source = str(paths[0]) if len(paths) == 1 else os.path.commonpath([str(Path(p).resolve()) for p in paths])
     path = _write(output, choice, fit, prep, size, np.arange(fit.n_frames), source, STILL_FPS, settings, weights,
-                  stages.timings)
+                  stages.timings, frame_sources=[str(Path(p).resolve()) for p in paths] if len(paths) > 1 else None)
     stages.close()
     log.info("model: %s; mode: %s", choice.reason, prep.description)
     return PipelineResult(path=path, n_frames=fit.n_frames, valid_frames=int(fit.valid.sum()), mode=prep.mode,

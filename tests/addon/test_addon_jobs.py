@@ -115,6 +115,12 @@ def test_gui_path_imports_from_the_timer_and_cancel_stops_a_track(bpy, scene, ba
     assert not runtime.STATE.pending and job.state == "done" and "running" in seen
     result, coll, roles = rig_of(out)
     assert result.n_frames == 2  # one frame per photo, one shared identity
+    # each frame shows its own photo behind the camera
+    cam = roles["CAMERA"].data
+    assert [bg.image.filepath for bg in cam.background_images] == [str(job_inputs / p["name"]) for p in photos]
+    for frame, visible in ((1, [1.0, 0.0]), (2, [0.0, 1.0])):
+        bpy.context.scene.frame_set(frame)
+        assert [bg.alpha for bg in cam.background_images] == visible
     assert runtime.STATE.message[0] == "INFO" and "2/2 frames" in runtime.STATE.message[1]
     assert runtime.poll_timer() is None  # idle: the timer unregisters itself
 

@@ -131,6 +131,7 @@ META_CASES = [
     ("fps sign", _meta(lambda m: m.update(fps=-25)), "metadata fps is -25"),
     ("licence type", _meta(lambda m: m.update(licence=None)), "metadata field 'licence' is None, expected str"),
     ("version", _meta(lambda m: m.update(format_version=2)), "metadata format_version 2 differs"),
+    ("frame sources", _meta(lambda m: m.update(frame_sources=["a.png", 3])), "frame_sources must be a list of paths"),
 ]
 
 

@@ -112,6 +112,7 @@ METADATA_FIELDS = {
     "created": ((str,), False, "UTC time of writing, ISO 8601"),
     "source_kind": ((str,), False, "'video', 'image', 'images' or 'unknown'"),
     "fit": ((dict,), False, "free-form fitting settings and statistics"),
+    "frame_sources": ((list,), False, "several photos: per frame, the photo it was fitted to (path as source_path)"),
 }
 
 
@@ -194,6 +195,9 @@ def validate_metadata(path, metadata) -> dict:
         raise ResultFileError(path, f"metadata fps is {metadata['fps']!r}, expected a positive number")
     if not metadata["rig_name"].strip():
         raise ResultFileError(path, "metadata rig_name is empty")
+    sources = metadata.get("frame_sources")
+    if sources is not None and not all(isinstance(x, str) for x in sources):
+        raise ResultFileError(path, "metadata frame_sources must be a list of paths (strings)")
     return metadata
 
 

@@ -52,6 +52,7 @@ class ClipInfo:
     rig_name: str | None = None  # default: the footage's file name without suffix
     network_weights: dict[str, str] = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
+    frame_sources: list[str] | None = None  # several photos: the photo of each frame
 
 
 def identity_template(model: HeadModel, shape: np.ndarray | None) -> np.ndarray:
@@ -178,6 +179,10 @@ def build_result(model: HeadModel, shape: np.ndarray | None, frames: FrameParame
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "fit": dict(clip.fit),
     }
+    if clip.frame_sources is not None:
+        if len(clip.frame_sources) != expression.shape[0]:
+            raise ValueError(f"{len(clip.frame_sources)} frame sources for {expression.shape[0]} frames")
+        metadata["frame_sources"] = [str(x) for x in clip.frame_sources]
     return HeadcastResult(arrays, metadata, path=f"<result {name}>")
 
 
