@@ -408,12 +408,11 @@ class HEADCAST_OT_retarget(bpy.types.Operator):
             self.report({"ERROR"}, f"Not retargeted: {exc}")
             runtime.notify("ERROR", f"Not retargeted: {exc}")
             return {"CANCELLED"}
-        m = report.mapping
         bones = ", ".join(f"{role} -> {name}" for role, name in report.bones.items()) or "none"
-        text = (f"Retargeted {len(m.shape_keys)} shape keys onto {', '.join(report.targets) or '-'} "
+        text = (f"Retargeted {report.n_shape_keys} shape keys onto {', '.join(report.targets) or '-'} "
                 f"({'live' if self.mode == 'DRIVERS' else f'{report.n_frames} frames'}); bones: {bones}")
-        if m.unmatched_source:
-            text += f"; {len(m.unmatched_source)} rig keys have no match (e.g. {m.unmatched_source[0]})"
+        if report.unmatched:
+            text += f"; {len(report.unmatched)} rig keys have no match (e.g. {report.unmatched[0]})"
         self.report({"INFO"}, text)
         runtime.notify("INFO", text)
         return {"FINISHED"}

@@ -74,16 +74,21 @@ class HEADCAST_PT_clip(_HeadcastPanel, bpy.types.Panel):
     bl_space_type = "CLIP_EDITOR"
 
 
-class HEADCAST_PT_backend(bpy.types.Panel):
-    """Backend status and the Check button, folded under the main panel in the 3D View."""
+class _FoldInMain:
+    """A closed fold under the main panel of the 3D View's sidebar."""
 
-    bl_label = "Backend"
-    bl_idname = "HEADCAST_PT_backend"
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Headcast"
     bl_parent_id = "HEADCAST_PT_main"
     bl_options = {"DEFAULT_CLOSED"}
+
+
+class HEADCAST_PT_backend(_FoldInMain, bpy.types.Panel):
+    """Backend status and the Check button."""
+
+    bl_label = "Backend"
+    bl_idname = "HEADCAST_PT_backend"
 
     def draw(self, context):
         layout = self.layout
@@ -98,16 +103,11 @@ class HEADCAST_PT_backend(bpy.types.Panel):
         draw_backend_status(layout)
 
 
-class HEADCAST_PT_retarget(bpy.types.Panel):
-    """Retarget an imported performance onto a character, folded under the main panel in the 3D View."""
+class HEADCAST_PT_retarget(_FoldInMain, bpy.types.Panel):
+    """Retarget an imported performance onto a character."""
 
     bl_label = "Retarget"
     bl_idname = "HEADCAST_PT_retarget"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Headcast"
-    bl_parent_id = "HEADCAST_PT_main"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
         settings = context.scene.headcast

@@ -5,13 +5,15 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, PointerProperty, StringProperty
 
+from .blender.importer import RIG_PROP
+
 
 def _is_headcast_rig(_self, coll) -> bool:
-    return coll.get("headcast_rig") is not None and coll.get("headcast_result") is not None
+    return coll.get(RIG_PROP) is not None and coll.get("headcast_result") is not None
 
 
 def _is_character(_self, obj) -> bool:
-    return obj.type in ("MESH", "ARMATURE") and obj.get("headcast_rig") is None
+    return obj.type in ("MESH", "ARMATURE") and obj.get(RIG_PROP) is None
 
 
 class HeadcastSceneSettings(bpy.types.PropertyGroup):

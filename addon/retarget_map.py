@@ -66,7 +66,6 @@ class RetargetMap:
     shape_keys: list[ShapeKeyPair]
     unmatched_source: list[str]  # source channels with no target (neither by name nor by the file)
     unused_target: list[str]  # target keys nothing drives
-    bones: dict[str, str]  # role -> target bone name
 
 
 class MappingFileError(ValueError):
@@ -128,7 +127,7 @@ def match_shape_keys(source: list[str], target: list[str], overrides: dict | Non
             continue
         used.add(dst)
         pairs.append(ShapeKeyPair(name, dst, scale))
-    return RetargetMap(pairs, unmatched, [t for t in target if t not in used], {})
+    return RetargetMap(pairs, unmatched, [t for t in target if t not in used])
 
 
 def guess_bones(target_bones: list[str], overrides: dict | None = None) -> dict[str, str]:

@@ -2,9 +2,9 @@
 """What every benchmark script shares: the machine's description and the BENCHMARKS.md section writer."""
 from __future__ import annotations
 
-import os
 import platform
 import re
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,12 +22,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def load_average() -> float | None:
-    """The 1-minute load average (above ~0.5 on an idle 2-core machine means other jobs share it)."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
+def timed(fn, repeats: int, warmup: int = 0) -> list[float]:
+    """Wall times in seconds of ``repeats`` calls of ``fn``, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
 
 
 def write_section(path: Path, heading: str, body: str) -> None:

@@ -29,22 +29,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "backend"))
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_common import cpu_name, write_section  # noqa: E402
+from bench_common import cpu_name, timed, write_section  # noqa: E402
 
 from headcast.flame import HeadLayer, load_model_file  # noqa: E402
 from headcast.models import LICENCE, build_open_head, load_recipe, pack_is_current, recipe_path  # noqa: E402
 from headcast.models import open_head as oh  # noqa: E402
 
 SECTION = "## Open head model"
-
-
-def timed(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def fmt(seconds: list[float], unit: float = 1.0, digits: int = 2) -> str:
@@ -65,12 +56,12 @@ def embedded_points(model, vertices: np.ndarray) -> np.ndarray:
 def photo_rows(pack: Path, tmp: Path, threads: int) -> list[tuple[str, str]]:
     """Reconstruct the astronaut with the open head (default settings, no network weights) and
     measure the projected MediaPipe points against MediaPipe's own detections on the photo."""
-    import mediapipe as mp
     import skimage.data
 
     from headcast.config import load_settings
     from headcast.io import evaluate_rig, load_result, model_to_camera, project_to_pixels
     from headcast.pipeline import reconstruct
+    from headcast.priors.mediapipe_faces import FaceLandmarker
     from headcast.synthetic_footage import write_image
 
     photo_rgb = skimage.data.astronaut()
@@ -86,10 +77,8 @@ def photo_rows(pack: Path, tmp: Path, threads: int) -> list[tuple[str, str]]:
     r = load_result(res.path)
     pixels = project_to_pixels(r, model_to_camera(r, evaluate_rig(r)))[0]
     model = load_model_file(pack)
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True) as mesh:
-        found = mesh.process(np.ascontiguousarray(photo_rgb))
-    h, w = photo_rgb.shape[:2]
-    detected = np.array([[p.x * w, p.y * h] for p in found.multi_face_landmarks[0].landmark])
+    with FaceLandmarker() as landmarker:  # MediaPipe's face mesh on the whole photo (not the pipeline's crop)
+        detected = landmarker.detect(photo_rgb)[:, :2]
     # barycentric points of the projected vertices (within a triangle, projection is nearly affine)
     err = np.linalg.norm(embedded_points(model, pixels) - detected[model.mediapipe.landmark_ids], axis=1)
     fit_s = res.timings.get("fit", float("nan"))

@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "backend"))
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_common import cpu_name, write_section  # noqa: E402
+from bench_common import cpu_name, timed, write_section  # noqa: E402
 
 from headcast.priors import PriorNetConfig, PriorNetwork, PriorPredictor, prepare_footage  # noqa: E402
 from headcast.priors.mediapipe_faces import FaceLandmarker, ForegroundSegmenter  # noqa: E402
@@ -57,17 +57,6 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def fmt_ms(times: list[float]) -> str:
@@ -98,7 +87,7 @@ def bench_mediapipe(repeats: int) -> list[tuple[str, str, str]]:
     rows = []
     with FaceLandmarker() as lm:
         reset_peak_rss()
-        t = timed(lambda: lm.detect(photo), max(repeats * 10, 20))
+        t = timed(lambda: lm.detect(photo), max(repeats * 10, 20), warmup=1)
         rows.append(("detection + 478 landmarks, static mode (astronaut, 512²)", fmt_ms(t), f"{peak_rss_mb():.0f}"))
     model, frames = synthetic_clip()
     with FaceLandmarker(tracking=True) as lm:
@@ -112,7 +101,7 @@ def bench_mediapipe(repeats: int) -> list[tuple[str, str, str]]:
         rows.append(("478 landmarks, tracking mode (640x480 clip), per frame", f"{per * 1000:.1f}", f"{peak_rss_mb():.0f}"))
     seg = ForegroundSegmenter()
     crop = np.ascontiguousarray(np.asarray(__import__("cv2").resize(photo, (512, 512))))
-    t = timed(lambda: seg(crop), max(repeats * 10, 20))
+    t = timed(lambda: seg(crop), max(repeats * 10, 20), warmup=1)
     seg.close()
     rows.append(("person segmentation (512² crop)", fmt_ms(t), "–"))
     reset_peak_rss()
@@ -158,7 +147,7 @@ def bench_networks(device: str, repeats: int, half: bool = False, batch: int = 1
 
                 def run():
                     predictor.predict(crops)
-            t = timed(run, repeats)
+            t = timed(run, repeats, warmup=1)
             mem = (f"{torch.cuda.max_memory_allocated() / 2**20:.0f}" if device == "cuda" else f"{peak_rss_mb():.0f}")
             label = (f"{'uv' if kind == 'uv_map' else 'normals'} network, {'with' if tta else 'without'} flip TTA, "
                      f"{device}{' fp16' if half else ''}, batch {batch}")

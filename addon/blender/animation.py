@@ -53,20 +53,8 @@ class ActionBuilder:
             self.static.append((data_path, float(first) if first.ndim == 0 else tuple(first.tolist())))
             return False
         columns = values[:, None] if values.ndim == 1 else values
-        n = frames.shape[0]
-        co = np.empty((n, 2), dtype=np.float32)
-        co[:, 0] = frames
-        interp = np.full(n, _LINEAR, dtype=np.int32)
         for index in range(columns.shape[1]):
-            points = self._fcurve(data_path, index, group).keyframe_points
-            points.add(n)
-            co[:, 1] = columns[:, index]
-            points.foreach_set("co", co.ravel())
-            points.foreach_set("interpolation", interp)
-            if self.key_types is not None:
-                points.foreach_set("type", self.key_types)
-        for fc in self.channelbag.fcurves[-columns.shape[1]:]:
-            fc.update()
+            key_linear(self._fcurve(data_path, index, group), frames, columns[:, index], self.key_types)
         return True
 
     @property
@@ -85,6 +73,56 @@ class ActionBuilder:
         ad = ad or id_data.animation_data_create()
         ad.action = self.action
         ad.action_slot = self.slot
+
+
+def key_linear(fcurve, frames: np.ndarray, values: np.ndarray, key_types: np.ndarray | None = None) -> None:
+    """Append linear keys ``values`` at ``frames`` to an F-curve in bulk (``foreach_set``)."""
+    n = len(frames)
+    points = fcurve.keyframe_points
+    points.add(n)
+    points.foreach_set("co", np.column_stack([frames, values]).astype(np.float32).ravel())
+    points.foreach_set("interpolation", np.full(n, _LINEAR, dtype=np.int32))
+    if key_types is not None:
+        points.foreach_set("type", key_types)
+    fcurve.update()
+
+
+def channelbag_of(id_data, create_action: str | None = None):
+    """The channel bag of ``id_data``'s action for its slot, or None. With ``create_action``
+    (a name), whatever is missing (animation data, action, slot, layer, strip) is created."""
+    ad = id_data.animation_data
+    if create_action is None:
+        if ad is None or ad.action is None or ad.action_slot is None:
+            return None
+        for layer in ad.action.layers:
+            for strip in layer.strips:
+                bag = strip.channelbag(ad.action_slot)
+                if bag is not None:
+                    return bag
+        return None
+    ad = ad or id_data.animation_data_create()
+    if ad.action is None:
+        ad.action = bpy.data.actions.new(create_action)
+    if ad.action_slot is None:
+        ad.action_slot = ad.action.slots.new(id_type=id_data.id_type, name=id_data.name)
+    layers = ad.action.layers
+    layer = layers[0] if len(layers) else layers.new("Layer")
+    strip = layer.strips[0] if len(layer.strips) else layer.strips.new(type="KEYFRAME")
+    return strip.channelbag(ad.action_slot, ensure=True)
+
+
+def new_driver(id_data, data_path: str):
+    """A fresh driver F-curve on ``id_data.<data_path>`` (an earlier one is removed; no modifiers)."""
+    id_data.driver_remove(data_path)
+    fc = id_data.driver_add(data_path)
+    while fc.modifiers:  # driver_add puts an identity generator on the curve; not needed
+        fc.modifiers.remove(fc.modifiers[0])
+    return fc
+
+
+def shape_key_path(name: str) -> str:
+    """The RNA path of a shape key's value on its Key, e.g. ``key_blocks["jawOpen"].value``."""
+    return f'key_blocks["{bpy.utils.escape_identifier(name)}"].value'
 
 
 def set_path(id_data, data_path: str, value) -> None:

@@ -12,7 +12,7 @@ import bpy
 import numpy as np
 
 from .. import result_file as rf
-from .animation import ActionBuilder
+from .animation import ActionBuilder, new_driver, shape_key_path
 from .conventions import bone_pose_channels, corrective_driver_expression, to_blender
 
 UP = ((0.0, 0.0, 1.0), (0.0, -1.0, 0.0))  # bone direction, direction its Z axis aligns to
@@ -91,10 +91,7 @@ def add_corrective_drivers(key: bpy.types.Key, armature: bpy.types.Object, specs
             continue
         if spec.scale != 1.0:
             raise ValueError(f"corrective {spec.name!r} is scaled; drivers assume raw R - I values")
-        fc = key.driver_add(f'key_blocks["{bpy.utils.escape_identifier(spec.name)}"].value')
-        while fc.modifiers:  # driver_add puts an identity generator on the curve; not needed
-            fc.modifiers.remove(fc.modifiers[0])
-        driver = fc.driver
+        driver = new_driver(key, shape_key_path(spec.name)).driver
         driver.type = "SCRIPTED"
         bone = joint_names[spec.joint]
         for component in "wxyz":

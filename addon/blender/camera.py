@@ -102,14 +102,11 @@ def load_frame_photos(result: rf.HeadcastResult, track) -> tuple[list | None, st
 
 def set_photo_backgrounds(cam: bpy.types.Camera, images: list, builder: ActionBuilder, frames: np.ndarray) -> None:
     """One background per photo, each visible (alpha keyed to 1) only on the frames fitted to it."""
-    cam.show_background_images = True
     distinct = list(dict.fromkeys(img for img in images if img is not None))
     for k, img in enumerate(distinct):
-        bg = cam.background_images.new()
+        bg = _new_background(cam)  # STRETCH: each photo fills the frame, its camera is in the first photo's pixels
         bg.source = "IMAGE"
         bg.image = img
-        bg.display_depth = "BACK"
-        bg.frame_method = "STRETCH"  # each photo fills the frame: its camera is in the first photo's pixels
         alpha = np.array([1.0 if im is img else 0.0 for im in images])
         if not builder.channel(f"background_images[{k}].alpha", frames, alpha):
             bg.alpha = float(alpha[0])
@@ -139,13 +136,20 @@ def load_footage(path: Path, want_texture: bool, track) -> tuple[Footage | None,
     return None, f"footage {path} is neither a video nor an image Blender reads"
 
 
-def set_background(cam: bpy.types.Camera, footage: Footage) -> None:
-    """Show the footage behind the camera view, aligned so footage frame i is scene frame i + 1."""
+def _new_background(cam: bpy.types.Camera):
+    """A background image slot behind the scene, stretched over the frame (the render frame has the
+    footage's size and pixel aspect)."""
     cam.show_background_images = True
     bg = cam.background_images.new()
-    bg.alpha = 1.0
     bg.display_depth = "BACK"
-    bg.frame_method = "STRETCH"  # the render frame has the footage's size and pixel aspect
+    bg.frame_method = "STRETCH"
+    return bg
+
+
+def set_background(cam: bpy.types.Camera, footage: Footage) -> None:
+    """Show the footage behind the camera view, aligned so footage frame i is scene frame i + 1."""
+    bg = _new_background(cam)
+    bg.alpha = 1.0
     if footage.clip is not None:
         bg.source = "MOVIE_CLIP"
         bg.clip = footage.clip

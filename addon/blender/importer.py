@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import itertools
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import bpy
 import mathutils
 import numpy as np
 
 from .. import result_file as rf
-from .animation import KEY_BREAKDOWN, KEY_KEYFRAME, ActionBuilder
+from .animation import KEY_BREAKDOWN, KEY_KEYFRAME, ActionBuilder, shape_key_path
 from .armature import add_corrective_drivers, build_bones, key_pose
 from .camera import (Footage, apply_scene_settings, build_camera_data, frame_numbers, key_object_transform,
                      load_footage, load_frame_photos, resolve_footage, set_background,
@@ -283,8 +283,7 @@ def _build_head_mesh(result: rf.HeadcastResult, specs, arm_obj, rest_rotations, 
     shapes_anim = ActionBuilder(f"{rig}_shapes", "KEY", key.name, key_types)
     _tag(tx.track(shapes_anim.action), rig)
     for spec in specs:
-        shapes_anim.channel(f'key_blocks["{bpy.utils.escape_identifier(spec.name)}"].value', frames,
-                            spec.keyed_values)
+        shapes_anim.channel(shape_key_path(spec.name), frames, spec.keyed_values)
     shapes_anim.apply(key)
     return mesh, shapes_anim
 

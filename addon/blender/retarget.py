@@ -27,8 +27,10 @@ import bpy
 import numpy as np
 from mathutils import Matrix, Quaternion
 
-from ..retarget_map import BONE_ROLES, RetargetMap, guess_bones, match_shape_keys
+from ..retarget_map import BONE_ROLES, guess_bones, match_shape_keys
+from .animation import channelbag_of, key_linear, new_driver, shape_key_path
 from .conventions import AXIS_MAP
+from .importer import RIG_PROP
 
 SOURCE_BONE = {"head": "neck", "jaw": "jaw", "eye_left": "eye_left", "eye_right": "eye_right"}
 
@@ -39,9 +41,10 @@ class RetargetError(ValueError):
 
 @dataclass
 class RetargetReport:
-    mapping: RetargetMap
     n_frames: int
-    bones: dict = field(default_factory=dict)
+    n_shape_keys: int  # target shape keys driven, over all target meshes
+    unmatched: list = field(default_factory=list)  # rig shape keys that drive nothing
+    bones: dict = field(default_factory=dict)  # role -> target bone
     targets: list = field(default_factory=list)  # names of the meshes whose keys were driven
 
 
@@ -68,47 +71,22 @@ def target_meshes(target) -> list:
     return []
 
 
-def _channelbag(id_data, action_name: str):
-    """The channel bag of ``id_data``'s action for its slot, creating action, slot, layer and strip as needed."""
-    ad = id_data.animation_data or id_data.animation_data_create()
-    if ad.action is None:
-        ad.action = bpy.data.actions.new(action_name)
-    action = ad.action
-    if ad.action_slot is None:
-        slot = action.slots.new(id_type=id_data.id_type, name=id_data.name)
-        ad.action_slot = slot
-    layer = action.layers[0] if len(action.layers) else action.layers.new("Layer")
-    strip = layer.strips[0] if len(layer.strips) else layer.strips.new(type="KEYFRAME")
-    return strip.channelbag(ad.action_slot, ensure=True)
-
-
 def _write_curve(bag, data_path: str, index: int, frames: np.ndarray, values: np.ndarray, group: str) -> None:
-    """Replace the F-curve ``data_path[index]`` with linear keys ``values`` at ``frames``."""
+    """Replace the F-curve ``data_path[index]`` in ``bag`` with linear keys ``values`` at ``frames``."""
     old = bag.fcurves.find(data_path, index=index)
     if old is not None:
         bag.fcurves.remove(old)
     fc = bag.fcurves.new(data_path, index=index)
-    grp = bag.groups.get(group) if hasattr(bag.groups, "get") else None
-    fc.group = grp if grp is not None else bag.groups.new(group)
-    points = fc.keyframe_points
-    points.add(len(frames))
-    points.foreach_set("co", np.column_stack([frames, values]).astype(np.float32).ravel())
-    points.foreach_set("interpolation", np.ones(len(frames), dtype=np.int32))  # LINEAR
-    fc.update()
+    fc.group = bag.groups.get(group) or bag.groups.new(group)
+    key_linear(fc, frames, values)
 
 
 def _source_key_values(key, names: list[str], frames: np.ndarray) -> dict[str, np.ndarray]:
     """Per-frame values of the source's shape keys, from their F-curves (or their constant value)."""
-    bag = None
-    ad = key.animation_data
-    if ad is not None and ad.action is not None and ad.action_slot is not None:
-        for layer in ad.action.layers:
-            for strip in layer.strips:
-                bag = strip.channelbag(ad.action_slot) or bag
+    bag = channelbag_of(key)
     out = {}
     for name in names:
-        path = f'key_blocks["{bpy.utils.escape_identifier(name)}"].value'
-        fc = bag.fcurves.find(path) if bag is not None else None
+        fc = bag.fcurves.find(shape_key_path(name)) if bag is not None else None
         if fc is None:
             out[name] = np.full(len(frames), key.key_blocks[name].value)
         else:
@@ -147,36 +125,29 @@ def _target_local_rotations(target, bone_map: dict[str, str], deltas: dict[str, 
     n = len(next(iter(deltas.values())))
     cache: dict[str, np.ndarray] = {}
 
-    def pose(name: str) -> np.ndarray:
-        """Armature-space pose rotation [n, 3, 3] of any target bone (unmapped ones: basis at rest)."""
-        if name in cache:
-            return cache[name]
-        bone = bones[name]
-        r = _rotation(bone.matrix_local)
-        if name in mapped:
-            result = np.einsum("ab,nbc,cd,de->nae", a.T, deltas[mapped[name]], a, r)
-        elif bone.parent is None:
-            result = np.broadcast_to(r, (n, 3, 3))
-        else:
-            result = pose(bone.parent.name) @ (_rotation(bone.parent.matrix_local).T @ r)
-        cache[name] = result
-        return result
-
-    out = {}
-    for name in mapped:
-        bone = bones[name]
+    def unposed(bone) -> np.ndarray:
+        """Armature-space rotation [n, 3, 3] of ``bone`` with its own basis at rest, under its parent's pose."""
         r = _rotation(bone.matrix_local)
         if bone.parent is None:
-            rest_frame = np.broadcast_to(r, (n, 3, 3))
-        else:
-            rest_frame = pose(bone.parent.name) @ (_rotation(bone.parent.matrix_local).T @ r)
-        out[name] = np.swapaxes(rest_frame, 1, 2) @ pose(name)
-    return out
+            return np.broadcast_to(r, (n, 3, 3))
+        return pose(bone.parent.name) @ (_rotation(bone.parent.matrix_local).T @ r)
+
+    def pose(name: str) -> np.ndarray:
+        """Armature-space pose rotation [n, 3, 3] of any target bone (unmapped ones: basis at rest)."""
+        if name not in cache:
+            if name in mapped:
+                r = _rotation(bones[name].matrix_local)
+                cache[name] = np.einsum("ab,nbc,cd,de->nae", a.T, deltas[mapped[name]], a, r)
+            else:
+                cache[name] = unposed(bones[name])
+        return cache[name]
+
+    return {name: np.swapaxes(unposed(bones[name]), 1, 2) @ pose(name) for name in mapped}
 
 
 def _key_bone_rotations(target, local: dict[str, np.ndarray], frames: np.ndarray) -> None:
     """Key the rotations in each pose bone's own rotation mode, continuous from frame to frame."""
-    bag = _channelbag(target, f"{target.name}_retarget")
+    bag = channelbag_of(target, create_action=f"{target.name}_retarget")
     for name, mats in local.items():
         pb = target.pose.bones[name]
         path = f'pose.bones["{bpy.utils.escape_identifier(name)}"]'
@@ -203,20 +174,16 @@ def _key_bone_rotations(target, local: dict[str, np.ndarray], frames: np.ndarray
 
 
 def _drive_key(target_key, target_name: str, source_key, source_name: str, scale: float) -> None:
-    path = f'key_blocks["{bpy.utils.escape_identifier(target_name)}"].value'
-    target_key.driver_remove(path)
-    fc = target_key.driver_add(path)
-    while fc.modifiers:
-        fc.modifiers.remove(fc.modifiers[0])
-    var = fc.driver.variables.new()
+    driver = new_driver(target_key, shape_key_path(target_name)).driver
+    var = driver.variables.new()
     var.name = "v"
     var.type = "SINGLE_PROP"
     var.targets[0].id_type = "KEY"
     var.targets[0].id = source_key
-    var.targets[0].data_path = f'key_blocks["{bpy.utils.escape_identifier(source_name)}"].value'
-    fc.driver.type = "SCRIPTED" if scale != 1.0 else "AVERAGE"
+    var.targets[0].data_path = shape_key_path(source_name)
+    driver.type = "SCRIPTED" if scale != 1.0 else "AVERAGE"
     if scale != 1.0:
-        fc.driver.expression = f"v * {scale!r}"
+        driver.expression = f"v * {scale!r}"
 
 
 def retarget(context, roles: dict, target, mode: str = "BAKE", mapping: dict | None = None,
@@ -234,7 +201,7 @@ def retarget(context, roles: dict, target, mode: str = "BAKE", mapping: dict | N
         raise RetargetError("the source is not a complete Headcast rig (head mesh with shape keys and armature)")
     if target is None:
         raise RetargetError("choose a target: a mesh with shape keys, or an armature")
-    if target.get("headcast_rig") is not None or target in roles.values():
+    if target.get(RIG_PROP) is not None or target in roles.values():
         raise RetargetError(f"{target.name!r} is part of a Headcast rig; choose the character to drive")
     mapping = mapping or {}
     meshes = target_meshes(target)
@@ -263,17 +230,17 @@ def retarget(context, roles: dict, target, mode: str = "BAKE", mapping: dict | N
             for pair in mp.shape_keys:
                 _drive_key(key, pair.target, key_action, pair.source, pair.scale)
             continue
-        bag = _channelbag(key, f"{mesh_obj.name}_retarget")
+        bag = channelbag_of(key, create_action=f"{mesh_obj.name}_retarget")
         for pair in mp.shape_keys:
-            path = f'key_blocks["{bpy.utils.escape_identifier(pair.target)}"].value'
+            path = shape_key_path(pair.target)
             if key.animation_data is not None and key.animation_data.drivers.find(path) is not None:
                 key.driver_remove(path)  # a driver from an earlier live retarget would hide the keys
             _write_curve(bag, path, 0, frames, source_values[pair.source] * pair.scale, "Headcast")
     if local:
         _key_bone_rotations(target, local, frames)
-    merged = maps[0][1] if maps else RetargetMap([], source_names, [], {})
-    merged.bones = bone_map
-    return RetargetReport(mapping=merged, n_frames=len(frames), bones=bone_map,
+    driving = {p.source for _, mp in maps for p in mp.shape_keys}
+    return RetargetReport(n_frames=len(frames), n_shape_keys=sum(len(mp.shape_keys) for _, mp in maps),
+                          unmatched=[n for n in source_names if n not in driving], bones=bone_map,
                           targets=[m.name for m, mp in maps if mp.shape_keys])
 
 

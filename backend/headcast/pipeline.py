@@ -307,7 +307,7 @@ def _prepare(source, stages: _Stages, settings: Settings, choice: ModelChoice, p
         raise NoFaceError("no face found in the footage", file=str(source))
     n = len(footage)
     stages.enter("priors", n)
-    cache = map_cache_for(n) if (map_cache_for is not None and predictor is not None) else None
+    cache = map_cache_for(n) if map_cache_for is not None else None
     priors = compute_priors(source, predictor, model=choice.model, prepared=footage,
                             out_size=settings.fit.render_size, cache=cache,
                             on_frames=lambda done: (stages.check(), stages.report("priors", done, n, 0, float("nan"))))
@@ -432,6 +432,7 @@ def track(source: str | Path, output: str | Path | None = None, *, settings: Set
           max_frames: int | None = None) -> PipelineResult:
     """Track a video file or an image folder into a per-frame rig animation."""
     from .fit import Cancelled as FitCancelled, track_video
+    from .priors.footage import MapCache
     from .priors.frames import video_fps
 
     settings = settings or load_settings()
@@ -448,20 +449,18 @@ def track(source: str | Path, output: str | Path | None = None, *, settings: Set
     folder = output.with_name(output.name + ".partial")
     partial: PartialTrack | None = None
 
-    def open_partial(n_frames: int):
-        """The partial folder for this clip (emptied if it belongs to other footage or settings)."""
+    def open_partial(n_frames: int) -> MapCache:
+        """The partial folder for this clip, once its frame count is known (emptied if it belongs to
+        other footage or settings), and the cache of network maps inside it."""
         nonlocal partial
         partial = PartialTrack(folder, _fingerprint(str(src), settings, choice, n_frames, weights))
         partial.open(keep=resume)
-        from .priors.footage import MapCache
         return MapCache(folder / "priors")
 
     prep = _prepare(str(src), stages, settings, choice, False, max_frames, predictor, map_cache_for=open_partial)
     size = settings.fit.render_size
     cues = prep.cues
     n = len(cues)
-    if partial is None:  # no network maps to cache (landmarks + mask mode)
-        open_partial(n)
     done = partial.load() if resume else []
     if done:
         log.info("resuming %s from frame %d of %d", src, len(done), n)

@@ -26,13 +26,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def write_open_head_result(out: Path, pack: Path | None = None) -> Path:
     sys.path.insert(0, str(ROOT / "backend"))
-    import mediapipe as mp
     import skimage.data
 
     from headcast.config import load_settings
     from headcast.flame import load_model_file
     from headcast.models import build_open_head
     from headcast.pipeline import reconstruct
+    from headcast.priors.mediapipe_faces import FaceLandmarker
     from headcast.synthetic_footage import write_image
 
     out.mkdir(parents=True, exist_ok=True)
@@ -46,10 +46,8 @@ def write_open_head_result(out: Path, pack: Path | None = None) -> Path:
     seconds = time.perf_counter() - t0
 
     # MediaPipe's face mesh on the whole photo, as a user would run it (not the pipeline's crop)
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True) as mesh:
-        found = mesh.process(np.ascontiguousarray(photo_rgb))
-    h, w = photo_rgb.shape[:2]
-    detected = np.array([[p.x * w, p.y * h] for p in found.multi_face_landmarks[0].landmark], dtype=np.float64)
+    with FaceLandmarker() as landmarker:
+        detected = landmarker.detect(photo_rgb)[:, :2]
 
     emb = load_model_file(pack).mediapipe
     np.savez(out / "astronaut.check.npz", detected=detected, landmark_ids=emb.landmark_ids, faces=emb.faces,

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from blender_checks import ROOT, camera_pixels, evaluated_local
+from blender_checks import MODULE, ROOT, camera_pixels, evaluated_local
 from job_support import BACKEND_PYTHON
 
 # MediaPipe's face-mesh indices (canonical topology): eye corners and mouth corners / lip centres
@@ -44,8 +44,8 @@ def test_open_head_on_the_astronaut_lines_up_in_blender(bpy, scene, open_head_re
     out, check = open_head_result
     assert str(check["mode"]) == "landmarks+mask"
     assert bpy.ops.headcast.import_result("EXEC_DEFAULT", filepath=str(out / "astronaut.headcast.npz")) == {"FINISHED"}
-    importer = sys.modules[f"{__import__('blender_checks').MODULE}.blender.importer"]
-    result_file = sys.modules[f"{__import__('blender_checks').MODULE}.result_file"]
+    importer = sys.modules[f"{MODULE}.blender.importer"]
+    result_file = sys.modules[f"{MODULE}.result_file"]
     result = result_file.load_result(out / "astronaut.headcast.npz", posed_vertices=False)
     assert result.metadata["licence"].endswith("(CC0)") or "CC0" in result.metadata["licence"]
     coll, roles = importer.find_rig(result.rig_name)

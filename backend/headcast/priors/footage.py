@@ -289,37 +289,34 @@ def _predict_cached(predictor, footage: PreparedFootage, kinds: list[str], out_s
     n = len(footage)
     size = out_size or footage.crops.shape[1]
     dtype = np.float16 if out_size else np.float32
-    uv = np.zeros((n, size, size, 2), dtype) if "uv_map" in kinds else None
-    normals = np.zeros((n, size, size, 3), dtype) if "normals" in kinds else None
+    # cue name -> (network, channels)
+    wanted = {name: c for name, (kind, c) in {"uv": ("uv_map", 2), "normals": ("normals", 3)}.items() if kind in kinds}
+    maps = {name: np.zeros((n, size, size, c), dtype) for name, c in wanted.items()}
     todo = []
-    for i in range(n):
-        if not footage.found[i]:
-            continue
+    for i in np.flatnonzero(footage.found):
         hit = cache.get(i) if cache is not None else None
-        if hit is not None and all(k in hit and hit[k].shape[0] == size for k, a in (("uv", uv), ("normals", normals))
-                                   if a is not None):
-            if uv is not None:
-                uv[i] = hit["uv"]
-            if normals is not None:
-                normals[i] = hit["normals"]
+        if hit is not None and all(name in hit and hit[name].shape[0] == size for name in maps):
+            for name, arr in maps.items():
+                arr[i] = hit[name]
         else:
-            todo.append(i)
+            todo.append(int(i))
     if todo:
         log.info("predicting the priors of %d of %d frames (%d from the cache)", len(todo), n,
                  int(footage.found.sum()) - len(todo))
     chunk = max(1, predictor.batch_size) * 4
     for start in range(0, len(todo), chunk):
         ids = todo[start:start + chunk]
-        maps = predictor.predict(footage.crops[ids])
-        got = {"uv": None if uv is None else _resized(maps.uv_cue(), out_size, nearest=True),
-               "normals": None if normals is None else _resized(maps.normals_cue(), out_size, nearest=False)}
+        predicted = predictor.predict(footage.crops[ids])
+        got = {}
+        if "uv" in maps:
+            got["uv"] = _resized(predicted.uv_cue(), out_size, nearest=True)
+        if "normals" in maps:
+            got["normals"] = _resized(predicted.normals_cue(), out_size, nearest=False)
         for k, i in enumerate(ids):
-            if uv is not None:
-                uv[i] = got["uv"][k]
-            if normals is not None:
-                normals[i] = got["normals"][k]
+            for name, arr in maps.items():
+                arr[i] = got[name][k]
             if cache is not None:
-                cache.put(i, {name: arr[k] for name, arr in got.items() if arr is not None})
+                cache.put(i, {name: values[k] for name, values in got.items()})
         if on_frames is not None:
             on_frames(min(start + chunk, len(todo)))
-    return uv, normals
+    return maps.get("uv"), maps.get("normals")
