@@ -54,6 +54,37 @@ def test_sparse_residuals_equal_the_sparse_energy(synthetic_model, scene):
     np.testing.assert_allclose(float(r @ r), float(total), rtol=1e-6)
 
 
+@pytest.mark.parametrize("blocks", [BLOCKS, BLOCKS[1:]], ids=["with identity", "frame only"])
+def test_closed_form_jacobian_matches_forward_mode_autodiff(synthetic_model, scene, blocks):
+    """The LM Jacobian (closed form, tangent-space rotation steps) equals ``jacfwd`` of the
+    residuals through the retraction, for every block, away from the truth (posed joints and
+    expression), with every residual kind present."""
+    from torch.func import jacfwd
+
+    truth, frame = scene
+    cfg = FitConfig(landmark_weights={"eyes": 1000.0, "iris": 1e4, "mouth": 500.0})
+    f = _fitter(synthetic_model, truth, cfg, perturb=0.4)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        f.params.joints[0] += 0.1 * torch.randn(f.params.joints[0].shape, generator=g, dtype=torch.float64)
+        f.params.renormalize_rotations()
+    pf = prepare_frame(f.head, frame.cues, f.cfg, (SIZE, SIZE))
+    prob = SparseProblem(f, 0, pf, list(blocks))
+    assert len(prob.vn_ids) and len(prob.corr_ids) and prob.P_sub is not None
+    z = prob.pack()
+    r, J = prob.linearize(z)
+    np.testing.assert_allclose(r.numpy(), prob.residuals(z).numpy(), atol=1e-12)
+    ref = jacfwd(lambda d: prob.residuals(prob.retract(z, d)))(torch.zeros(J.shape[1], dtype=torch.float64))
+    k = 0
+    for b in prob.blocks:  # block by block, so a failure names the block
+        n = prob.step_sizes[b]
+        np.testing.assert_allclose(J[:, k:k + n].numpy(), ref[:, k:k + n].numpy(), atol=1e-9 * float(ref.abs().max()),
+                                   err_msg=b)
+        assert float(ref[:, k:k + n].abs().max()) > 0, b
+        k += n
+    assert k == J.shape[1]
+
+
 def test_levenberg_marquardt_reduces_the_sparse_cost(synthetic_model, scene):
     truth, frame = scene
     cfg = FitConfig()

@@ -160,3 +160,22 @@ def test_edge_topology():
     first = edge_topology(faces)
     faces[0] = faces[0].flip(0)
     assert edge_topology(faces) is not first
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("radius", [0, 1])
+def test_vertex_visibility_of_a_vertex_subset_matches_the_full_test(dtype, radius):
+    """``ids=`` (a compiled pass when numba is there) agrees with the full tensor test, on the
+    occluding two-sphere scene, off-screen and behind-camera vertices included."""
+    v, f = uv_sphere_head(n_lat=30, n_lon=60, nose=0.0, stretch=0.0)
+    verts = torch.tensor(np.concatenate((v, v * 0.3 + np.array([0.0, 0.0, 0.3]))), dtype=dtype)[None]
+    faces = torch.tensor(np.concatenate((f, f + len(v))))
+    screen = project_points(flame_to_camera(verts), *head_camera(128, 128))
+    screen[0, :40, 0] += 200.0  # off to the right
+    screen[0, 40:60, 2] = -1.0  # behind the camera
+    r = rasterize(screen, faces, (128, 128))
+    ids = torch.randint(0, screen.shape[1], (1, 2000), generator=torch.Generator().manual_seed(3))
+    full = vertex_visibility(screen, r, radius=radius)
+    sub = vertex_visibility(screen, r, radius=radius, ids=ids)
+    assert sub.shape == ids.shape and 200 < int(sub.sum()) < 1900
+    assert torch.equal(sub, torch.gather(full, 1, ids))

@@ -112,7 +112,8 @@ class FitConfig:
     lm_iterations: int = 0
     # The same, warm-started, on each tracked frame (frame parameters only, at the online render
     # size): Adam's few online steps lag behind fast expressions, two LM iterations do not
-    # (16-frame clip, 256²: posed 2.05 -> 1.56 mm after the global pass, +0.25 s per frame).
+    # (16-frame clip, 256²: posed 2.05 -> 1.56 mm after the global pass; +0.06 s per frame with
+    # the closed-form Jacobian, +0.25 s with jacfwd).
     online_lm_iterations: int = 2
     steps: int = 500  # single image / multi-image full energy
     # Ours: the first part of the image and first-frame stages renders at 1/k of the size

@@ -239,8 +239,8 @@ class Energy:
                 terms["uv_vertex"] = cfg.w_uv_vertex * L.robust_vertex_loss(proj, target, valid, self.width,
                                                                             scale_px=0.05 * self.width)
             else:
-                vis = vertex_visibility(screen, raster, tol=cfg.visibility_tol, radius=1)
-                valid = valid * torch.gather(vis, 1, ids).to(dt)
+                vis = vertex_visibility(screen, raster, tol=cfg.visibility_tol, radius=1, ids=ids)
+                valid = valid * vis.to(dt)
                 terms["uv_vertex"] = cfg.w_uv_vertex * L.uv_vertex_loss(proj, target, valid, self.width,
                                                                         self.dist_px)
                 if has_vn:

@@ -12,8 +12,9 @@ single image it is optional (``FitConfig.lm_iterations``). The synthetic benchma
 both (see the comments in :mod:`headcast.fit.config`).
 
 Only the vertices the residuals touch are posed (correspondence vertices, landmark
-triangles, and the joint regressor's support), so the Jacobian (``torch.func.jacfwd``) is
-cheap. The residuals use the same weights and normalisation as :mod:`headcast.fit.energy` (the
+triangles, and the joint regressor's support), and the Jacobian is computed in closed form
+(:mod:`.sparse_jacobian`; ``jacfwd`` took ~100 ms per iteration on two cores, bound by
+per-operation overhead). Rotations step in their tangent space (:meth:`SparseProblem.retract`). The residuals use the same weights and normalisation as :mod:`headcast.fit.energy` (the
 vertex-normal term with ``lm_vertex_normal``), so LM minimises the sparse terms plus the priors
 of the full energy.
 """
@@ -23,18 +24,18 @@ import math
 
 import numpy as np
 import torch
-from torch.func import jacfwd
 
 from ..flame.lbs import pose_feature, rotation_6d_to_matrix
 from ..render import rasterize, vertex_visibility
 from .energy import PreparedFrame
 from .head import FACING_CAMERA
+from .sparse_jacobian import d6_tangent, rotate_6d, skew, skin_with_jacobian
 
 _FLAME_FROM_CAMERA = torch.as_tensor(FACING_CAMERA)
 
 
 def _forward_kinematics(rots: torch.Tensor, joints: torch.Tensor, parents: list[int]) -> torch.Tensor:
-    """Skinning transforms ``[J, 3, 4]`` (functional, for jacfwd): A_j = [R_j | t_j - R_j J_j]."""
+    """Skinning transforms ``[J, 3, 4]`` (functional): A_j = [R_j | t_j - R_j J_j]."""
     world_r, world_t = [], []
     for j in range(len(parents)):
         if j == 0:
@@ -82,10 +83,10 @@ class SparseProblem:
         self.vn_target = torch.zeros(0, 3, dtype=self.dt)
         if frame.corr_ids is not None and len(frame.corr_ids) and cfg.w_uv_vertex > 0:
             raster = rasterize(screen, head.faces, size, cull_backfaces=True)
-            vis = vertex_visibility(screen, raster, tol=cfg.visibility_tol, radius=1)[0]
             ids, target = frame.corr_ids, frame.corr_target
+            vis = vertex_visibility(screen, raster, tol=cfg.visibility_tol, radius=1, ids=ids[None])[0]
             near = (screen[0, ids, :2] - target).abs().sum(-1) < energy.dist_px
-            keep = vis[ids] & near
+            keep = vis & near
             self.corr_ids, self.corr_target = ids[keep], target[keep]
             if frame.corr_normal is not None and cfg.lm_vertex_normal > 0:
                 ok = frame.corr_normal_valid[keep] > 0
@@ -132,18 +133,21 @@ class SparseProblem:
             self.neck_index = neck
         mats = head._basis_matrices()
         cols = (sub[:, None] * 3 + torch.arange(3)).reshape(-1)
-        self.T_sub = head._template_flat[0, cols]
-        self.S_sub = mats["shape"][:, cols]
+        support = torch.nonzero(head.layer.j_regressor.abs().sum(0) > 0).squeeze(1)
+        scols = (support[:, None] * 3 + torch.arange(3)).reshape(-1)
+        if "shape" in blocks:
+            base = head._template_flat[0]
+            self.S_sub, self.S_sup = mats["shape"][:, cols], mats["shape"][:, scols]
+        else:  # a frozen identity joins the template (gathering 300 basis columns costs more)
+            base = head.identity_offset(p.shape.detach())[0]
+            self.S_sub = self.S_sup = None
+        self.T_sub, self.T_sup = base[cols], base[scols]
         self.E_sub = mats["expr"][:, cols]
         self.L_sub = mats["eyelids"][:, cols] if head.has_eyelids else None
         layer = head.layer
         self.P_sub = None if layer.posedirs is None else layer.posedirs[:, cols]
         self.W_sub = layer.weights[sub]
-        support = torch.nonzero(layer.j_regressor.abs().sum(0) > 0).squeeze(1)
-        scols = (support[:, None] * 3 + torch.arange(3)).reshape(-1)
         self.Jreg = layer.j_regressor[:, support]
-        self.T_sup = head._template_flat[0, scols]
-        self.S_sup = mats["shape"][:, scols]
         self.E_sup = mats["expr"][:, scols]
         self.L_sup = mats["eyelids"][:, scols] if head.has_eyelids else None
         self.parents = layer.parents
@@ -159,6 +163,8 @@ class SparseProblem:
         self.sizes = {"shape": head.n_shape, "expr": head.n_expr, "eyelids": 2 if head.has_eyelids else 0,
                       "joints": (head.n_joints - 1) * 6, "R": 6, "t": 3}
         self.blocks = [b for b in blocks if self.sizes[b] > 0]
+        # the step's layout: rotations move in their tangent space (3 per rotation, see retract)
+        self.step_sizes = dict(self.sizes, joints=(head.n_joints - 1) * 3, R=3)
 
     def _embedding(self, pl, contour):
         head = self.f.head
@@ -220,8 +226,11 @@ class SparseProblem:
         v = self.unpack(z)
         lids = v["eyelids"]
         n_sub = len(self.sub)
-        flat = self.T_sub + v["shape"] @ self.S_sub + v["expr"] @ self.E_sub
-        sup = self.T_sup + v["shape"] @ self.S_sup + v["expr"] @ self.E_sup
+        flat = self.T_sub + v["expr"] @ self.E_sub
+        sup = self.T_sup + v["expr"] @ self.E_sup
+        if self.S_sub is not None:
+            flat = flat + v["shape"] @ self.S_sub
+            sup = sup + v["shape"] @ self.S_sup
         if self.L_sub is not None:
             flat = flat + lids @ self.L_sub
             sup = sup + lids @ self.L_sup
@@ -271,6 +280,172 @@ class SparseProblem:
         res.extend(self._prior_residuals(v))
         return torch.cat(res)
 
+    # ---- closed-form Jacobian -------------------------------------------------------------
+
+    def retract(self, z: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """The parameter vector moved by ``step`` (layout :attr:`step_sizes`): coefficients and
+        translation add, rotations turn by ``R exp([w]x)``."""
+        v = self.unpack(z)
+        out, k = [], 0
+        for b in self.blocks:
+            n = self.step_sizes[b]
+            d = step[k:k + n]
+            k += n
+            if b == "joints":
+                out.append(rotate_6d(v[b].reshape(-1, 6), d.reshape(-1, 3)).reshape(-1))
+            elif b == "R":
+                out.append(rotate_6d(v[b], d))
+            else:
+                out.append(v[b] + d)
+        return torch.cat(out)
+
+    def linearize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residuals at ``z`` (equal to :meth:`residuals`) and their Jacobian with respect to a
+        step of :meth:`retract` at zero, in closed form (see :mod:`.sparse_jacobian`)."""
+        v = self.unpack(z)
+        dt = self.dt
+        n_sub = len(self.sub)
+        coef = [(b, m_sub, m_sup) for b, m_sub, m_sup in (("shape", self.S_sub, self.S_sup),
+                                                          ("expr", self.E_sub, self.E_sup),
+                                                          ("eyelids", self.L_sub, self.L_sup))
+                if m_sub is not None and self.sizes[b] > 0]
+        flat = self.T_sub + sum(v[b] @ m for b, m, _ in coef)
+        sup = self.T_sup + sum(v[b] @ m for b, _, m in coef)
+        joints = self.Jreg @ sup.reshape(-1, 3)
+        live = [(b, m_sub, m_sup) for b, m_sub, m_sup in coef if b in self.blocks]
+        rest_coef = torch.cat([m.reshape(-1, n_sub, 3) for _, m, _ in live], 0).permute(1, 2, 0) if live \
+            else flat.new_zeros(n_sub, 3, 0)
+        joint_coef = (torch.cat([self.Jreg @ m.reshape(m.shape[0], -1, 3) for _, _, m in live], 0).permute(1, 2, 0)
+                      if live else joints.new_zeros(len(self.parents), 3, 0))
+        eye = torch.eye(3, dtype=dt)[None]
+        rots = torch.cat([eye, rotation_6d_to_matrix(v["joints"].reshape(-1, 6))], dim=0)
+        x, dx_coef, dx_w = skin_with_jacobian(rots, joints, self.parents, flat.reshape(n_sub, 3), self.W_sub,
+                                              rest_coef, joint_coef, self.P_sub)
+        R = rotation_6d_to_matrix(v["R"])
+        t = torch.cat([v["t"][:2], v["t"][2:] * self.zoom])
+        xc = x @ R.T + t
+        n_coef = dx_coef.shape[-1]
+        jac = {}  # block -> d xc / d step block [n_sub, 3, k]
+        k = 0
+        for b, *_ in live:
+            jac[b] = R @ dx_coef[..., k:k + self.sizes[b]]
+            k += self.sizes[b]
+        jac["joints"] = R @ dx_w.reshape(n_sub, 3, -1)
+        jac["R"] = -R @ skew(x)
+        jac["t"] = torch.diag(torch.stack([torch.ones((), dtype=dt), torch.ones((), dtype=dt), self.zoom]))[None]
+        Jx = torch.cat([jac[b].expand(n_sub, 3, -1) for b in self.blocks], dim=-1)  # [n_sub, 3, P]
+        n_par = Jx.shape[-1]
+        res, rows = [], []
+        if len(self.corr_local):
+            uv, d = self._project_linear(xc[self.corr_local], Jx[self.corr_local])
+            res.append(((uv - self.corr_target) * self.corr_scale).reshape(-1))
+            rows.append((d * self.corr_scale).reshape(-1, n_par))
+        for faces, bary, target, lm_w, lid in self.landmarks:
+            pts, d = self._project_linear((xc[faces] * bary[..., None]).sum(1),
+                                          (Jx[faces] * bary[..., None, None]).sum(1))
+            if lm_w is not None:
+                res.append(((pts - target) * lm_w[:, None]).reshape(-1))
+                rows.append((d * lm_w[:, None, None]).reshape(-1, n_par))
+            if lid is not None:
+                pairs, lw = lid
+                gap = (pts[pairs[:, 0]] - pts[pairs[:, 1]]) - (target[pairs[:, 0]] - target[pairs[:, 1]])
+                res.append((gap * lw[:, None]).reshape(-1))
+                rows.append(((d[pairs[:, 0]] - d[pairs[:, 1]]) * lw[:, None, None]).reshape(-1, n_par))
+        if len(self.vn_ids):
+            r_vn, j_vn = self._vertex_normals_linear(rots, joints, flat.reshape(n_sub, 3), rest_coef, joint_coef,
+                                                     x, dx_coef, dx_w, n_coef)
+            res.append(r_vn)
+            rows.append(j_vn)
+        prior_r = self._prior_residuals(v)
+        res.extend(prior_r)
+        rows.append(self._prior_jacobian(rots, sum(len(p) for p in prior_r)))
+        return torch.cat(res), torch.cat(rows, 0)
+
+    def _project_linear(self, xc: torch.Tensor, jx: torch.Tensor):
+        """Projections [m, 2] of camera points and their Jacobians [m, 2, P] from the points' [m, 3, P]."""
+        X, Y, Z = xc.unbind(-1)
+        zero = torch.zeros_like(Z)
+        dp = torch.stack([torch.stack([self.fx / Z, zero, -self.fx * X / Z ** 2], -1),
+                          torch.stack([zero, self.fy / Z, -self.fy * Y / Z ** 2], -1)], -2)  # [m, 2, 3]
+        return self._project(xc), dp @ jx
+
+    def _vertex_normals_linear(self, rots, joints, rest, rest_coef, joint_coef, x, dx_coef, dx_w, n_coef):
+        """The vertex-normal residuals (head frame: neck at rest) and their Jacobian rows."""
+        n_sub = rest.shape[0]
+        if self.neck_index is not None:
+            rots_nn = rots.clone()
+            rots_nn[self.neck_index] = torch.eye(3, dtype=self.dt)
+            x_nn, dc, dw = skin_with_jacobian(rots_nn, joints, self.parents, rest, self.W_sub, rest_coef,
+                                              joint_coef, self.P_sub, frozen=(self.neck_index,))
+        else:
+            x_nn, dc, dw = x, dx_coef, dx_w
+        jac, k = {}, 0
+        for b in ("shape", "expr", "eyelids"):
+            if b in self.blocks and self.sizes[b] > 0:
+                jac[b] = dc[..., k:k + self.sizes[b]]
+                k += self.sizes[b]
+        jac["joints"] = dw.reshape(n_sub, 3, -1)
+        for b in ("R", "t"):  # head-frame normals do not see the camera pose
+            jac[b] = x_nn.new_zeros(n_sub, 3, self.step_sizes[b])
+        J = torch.cat([jac[b] for b in self.blocks], dim=-1)
+        tri, jt = x_nn[self.vn_face_verts], J[self.vn_face_verts]  # [Fs, 3, 3], [Fs, 3, 3, P]
+        e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+        d1, d2 = jt[:, 1] - jt[:, 0], jt[:, 2] - jt[:, 0]
+        fn = torch.cross(e1, e2, dim=-1)
+        dfn = (torch.cross(d1, e2[..., None].expand_as(d1), dim=1)
+               + torch.cross(e1[..., None].expand_as(d2), d2, dim=1))
+        fn = torch.cat([fn, fn.new_zeros(1, 3)], dim=0)  # padding row
+        dfn = torch.cat([dfn, dfn.new_zeros(1, *dfn.shape[1:])], dim=0)
+        n_raw, dn_raw = fn[self.vn_incident].sum(1), dfn[self.vn_incident].sum(1)
+        length = n_raw.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        n = n_raw / length
+        dn = (dn_raw - n[..., None] * (n[..., None] * dn_raw).sum(1, keepdim=True)) / length[..., None]
+        return ((n - self.vn_target) * self.vn_scale).reshape(-1), (dn * self.vn_scale).reshape(-1, J.shape[-1])
+
+    def _prior_jacobian(self, rots: torch.Tensor, n_rows: int) -> torch.Tensor:
+        """Rows of :meth:`_prior_residuals`, in the same order."""
+        cfg = self.f.cfg
+        offs, k = {}, 0
+        for b in self.blocks:
+            offs[b] = k
+            k += self.step_sizes[b]
+        out = torch.zeros(n_rows, k, dtype=self.dt)
+        r = 0
+
+        def put(block, value, col=0):
+            nonlocal r
+            c0 = offs[block] + col
+            out[r:r + value.shape[0], c0:c0 + value.shape[1]] += value
+
+        if "shape" in self.blocks:
+            ns = self.sizes["shape"]
+            w = self.prior_whiten if self.prior_whiten is not None else torch.eye(ns, dtype=self.dt)
+            put("shape", math.sqrt(cfg.w_shape * self.shape_scale) * w)
+            r += ns
+            if self.shape_prior is not None:
+                put("shape", math.sqrt(cfg.w_shape_prior * self.shape_scale) * torch.eye(ns, dtype=self.dt))
+                r += ns
+        for b, w in (("expr", cfg.w_expr), ("eyelids", cfg.w_eyelids)):
+            if b in self.blocks:
+                put(b, math.sqrt(w) * torch.eye(self.sizes[b], dtype=self.dt))
+                r += self.sizes[b]
+        if "joints" in self.blocks:
+            tang = d6_tangent(rots[1:])  # [J-1, 6, 3]
+            for idx, w in ((self.jaw, cfg.w_jaw), (self.neck, cfg.w_neck)):
+                if idx is not None:
+                    put("joints", math.sqrt(w) * tang[idx], 3 * idx)
+                    r += 6
+            for e in self.eyes:
+                put("joints", math.sqrt(cfg.w_eyes) * tang[e], 3 * e)
+                r += 6
+            if len(self.eyes) == 2:
+                s = math.sqrt(cfg.w_eye_symmetry)
+                put("joints", s * tang[self.eyes[0]], 3 * self.eyes[0])
+                put("joints", -s * tang[self.eyes[1]], 3 * self.eyes[1])
+                r += 6
+        assert r == n_rows, (r, n_rows)
+        return out
+
     def _project(self, xc: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.fx * xc[:, 0] / xc[:, 2] + self.cx, self.fy * xc[:, 1] / xc[:, 2] + self.cy], dim=-1)
 
@@ -311,28 +486,29 @@ def levenberg_marquardt(fitter, row: int, frame: PreparedFrame, iterations: int,
         return None
     lam = 1e-3
     cost = None
+    # The residual set (visible correspondences, contour landmarks) is chosen once per call, so
+    # the iterations minimise one fixed cost.
+    prob = SparseProblem(fitter, row, frame, list(blocks), shape_scale, energy)
+    n_obs = len(prob.corr_ids) * 2 + sum(len(t) * 2 for _, _, t, _, _ in prob.landmarks)
+    if n_obs < 12:
+        return cost
     for _ in range(iterations):
-        prob = SparseProblem(fitter, row, frame, list(blocks), shape_scale, energy)
-        n_obs = len(prob.corr_ids) * 2 + sum(len(t) * 2 for _, _, t, _, _ in prob.landmarks)
-        if n_obs < 12:
-            return cost
         z0 = prob.pack()
         with torch.no_grad():
-            r0 = prob.residuals(z0)
-        J = jacfwd(prob.residuals)(z0)
+            r0, J = prob.linearize(z0)
         JtJ = J.T @ J
         g = J.T @ r0
         cost0 = float(r0 @ r0)
         diag = torch.diagonal(JtJ).clamp_min(1e-12)
         accepted = False
         for _ in range(4):
-            A = JtJ + lam * torch.diag(diag) + 1e-9 * diag.max() * torch.eye(len(z0), dtype=z0.dtype)
+            A = JtJ + lam * torch.diag(diag) + 1e-9 * diag.max() * torch.eye(len(g), dtype=g.dtype)
             try:
                 delta = torch.linalg.solve(A, -g)
             except RuntimeError:
                 lam *= 10.0
                 continue
-            z1 = z0 + delta
+            z1 = prob.retract(z0, delta)
             with torch.no_grad():
                 r1 = prob.residuals(z1)
             cost1 = float(r1 @ r1)

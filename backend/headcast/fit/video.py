@@ -18,6 +18,7 @@ bounded cache; only the compact uv correspondences are kept for every frame.
 from __future__ import annotations
 
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 import numpy as np
@@ -146,22 +147,34 @@ def track_video(model: HeadModel, frames: Sequence[FrameCues | None], config: Fi
     k = max(1, int(cfg.online_downsample))
     small = (size[0] // k, size[1] // k)
     energy = fitter.energy_at(small)
-    for i in range(start, n):
-        fitter.params.copy_frame(i - 1, i)
-        fitter.opt.copy_row_state(i - 1, i)
-        cues = frames[i]
-        frame = (store[i] if k == 1 else
-                 prepare_frame(fitter.head, downsample_cues(cues, k), cfg, small, where=f"frame {i}"))
-        if frame.empty:
-            report(i, False)
-            continue
-        if cfg.online_lm_iterations > 0:
-            fitter.solve_sparse(i, frame, cfg.online_lm_iterations, with_shape=False, energy=energy)
-        smooth = {"n_frames": n, "scale": cfg.online_smooth_scale, "prev_only": True} if cfg.online_smooth_scale > 0 else None
-        fitter.run("online", [i], [frame], cfg.online_steps, set(FRAME_ONLY), EnergyOptions(), label=i, total=n,
-                   early_stop=True, smooth=smooth, lr_scale=cfg.online_lr_scale, decay=False, energy=energy)
-        online_frames += 1
-        report(i, True)
+
+    def prepared(i: int) -> PreparedFrame:
+        if k == 1:
+            return store[i]
+        return prepare_frame(fitter.head, downsample_cues(frames[i], k), cfg, small, where=f"frame {i}")
+
+    # The next frame's cues are read and prepared on a second thread while this one is fitted
+    # (the fit is bound by per-operation overhead and leaves the other core mostly idle); only
+    # that thread touches ``frames`` and ``store`` until the pass ends.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="headcast-prepare") as pool:
+        ahead = pool.submit(prepared, start) if start < n else None
+        for i in range(start, n):
+            frame = ahead.result()
+            ahead = pool.submit(prepared, i + 1) if i + 1 < n else None
+            fitter.params.copy_frame(i - 1, i)
+            fitter.opt.copy_row_state(i - 1, i)
+            if frame.empty:
+                report(i, False)
+                continue
+            if cfg.online_lm_iterations > 0:
+                fitter.solve_sparse(i, frame, cfg.online_lm_iterations, with_shape=False, energy=energy)
+            smooth = ({"n_frames": n, "scale": cfg.online_smooth_scale, "prev_only": True}
+                      if cfg.online_smooth_scale > 0 else None)
+            fitter.run("online", [i], [frame], cfg.online_steps, set(FRAME_ONLY), EnergyOptions(), label=i,
+                       total=n, early_stop=True, smooth=smooth, lr_scale=cfg.online_lr_scale, decay=False,
+                       energy=energy)
+            online_frames += 1
+            report(i, True)
     t_online = timer() - t0
     online_steps = int(fitter.steps_taken.sum()) - steps_before
 

@@ -102,6 +102,53 @@ if AVAILABLE:
                             fbuf[b, iy, ix] = f
 
 
+if AVAILABLE:
+
+    @numba.njit(cache=True, nogil=True, fastmath=False)
+    def _vertex_test_kernel(xyw, ids, depth, factor, radius, out):
+        """out[b, m] for vertex ids[b, m]: the test of :func:`headcast.render.vertex_visibility`
+        (same dtype, same comparisons) in one pass."""
+        n_batch, height, width = depth.shape
+        zero = depth.dtype.type(0.0)
+        for b in range(n_batch):
+            for m in range(ids.shape[1]):
+                v = ids[b, m]
+                x = xyw[b, v, 0]
+                y = xyw[b, v, 1]
+                w = xyw[b, v, 2]
+                if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(w) and w > zero):
+                    continue
+                ix = int(math.floor(x))
+                iy = int(math.floor(y))
+                if ix < 0 or ix >= width or iy < 0 or iy >= height:
+                    continue
+                hit = False
+                for oy in range(-radius, radius + 1):
+                    jy = iy + oy
+                    if jy < 0 or jy >= height:
+                        continue
+                    for ox in range(-radius, radius + 1):
+                        jx = ix + ox
+                        if jx < 0 or jx >= width:
+                            continue
+                        d = depth[b, jy, jx]
+                        if d > zero and w <= d * factor:
+                            hit = True
+                out[b, m] = hit
+
+
+def vertex_test_numba(verts_screen: torch.Tensor, depth: torch.Tensor, ids: torch.Tensor, tol: float,
+                      radius: int) -> torch.Tensor:
+    """bool [B, M]: the visibility test of vertices ``ids`` [B, M] against ``depth`` [B, H, W]."""
+    xyw = verts_screen.detach().contiguous()
+    dt = np.float64 if xyw.dtype == torch.float64 else np.float32
+    xyw_np = xyw.to(torch.float64 if dt is np.float64 else torch.float32).numpy()
+    d = depth.detach().to(xyw.dtype if dt is np.float64 else torch.float32).contiguous().numpy()
+    out = np.zeros(tuple(ids.shape), dtype=np.bool_)
+    _vertex_test_kernel(xyw_np, ids.detach().to(torch.int64).contiguous().numpy(), d, dt(1.0 + tol), int(radius), out)
+    return torch.from_numpy(out)
+
+
 def visibility_numba(verts_screen: torch.Tensor, faces: torch.Tensor,
                      resolution: tuple[int, int], cull_backfaces: bool = False,
                      near: float = 1e-6):
