@@ -412,8 +412,7 @@ class SparseProblem:
         out = torch.zeros(n_rows, k, dtype=self.dt)
         r = 0
 
-        def put(block, value, col=0):
-            nonlocal r
+        def put(block, value, col=0):  # at the current row r
             c0 = offs[block] + col
             out[r:r + value.shape[0], c0:c0 + value.shape[1]] += value
 
