@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..flame.lbs import matrix_to_rotation_6d, rotation_6d_to_matrix
+from ..flame.lbs import matrix_to_rotation_6d, pose_feature, rotation_6d_to_matrix
 
 
 def skew(v: torch.Tensor) -> torch.Tensor:
@@ -46,6 +46,25 @@ def d6_tangent(rot: torch.Tensor) -> torch.Tensor:
     basis = skew(torch.eye(3, dtype=rot.dtype))  # [3 (c), 3, 3]
     d = rot[..., None, :, :] @ basis  # [..., 3 (c), 3, 3]
     return d[..., :2, :].reshape(*rot.shape[:-2], 3, 6).transpose(-1, -2)
+
+
+def world_transforms(rots: torch.Tensor, joints: torch.Tensor, parents: list[int]):
+    """Forward kinematics of one pose, functional (no in-place writes, so ``vmap``/``jacfwd``
+    can run through it): world rotations ``[J, 3, 3]``, world joint positions ``[J, 3]`` and
+    the offsets ``c_j = t_j - R_j J_j`` of the skinning transforms ``A_j = [R_j | c_j]``."""
+    world_r, world_t = [], []
+    for j in range(len(parents)):
+        if j == 0:
+            r, t = rots[0], joints[0]
+        else:
+            p = parents[j]
+            r = world_r[p] @ rots[j]
+            t = world_r[p] @ (joints[j] - joints[p]) + world_t[p]
+        world_r.append(r)
+        world_t.append(t)
+    r = torch.stack(world_r)
+    t = torch.stack(world_t)
+    return r, t, t - (r @ joints[..., None])[..., 0]
 
 
 def _descendants(parents: list[int]) -> list[list[int]]:
@@ -87,20 +106,8 @@ def skin_with_jacobian(rots: torch.Tensor, joints: torch.Tensor, parents: list[i
     eye = torch.eye(3, dtype=dt)
     v = rest
     if posedirs is not None:
-        v = v + ((rots[1:] - eye).reshape(1, -1) @ posedirs).reshape(n, 3)
-    # forward kinematics: world rotations Rw, joint positions tw, offsets c_j = tw_j - Rw_j J_j
-    rw, tw = [], []
-    for j in range(n_j):
-        if j == 0:
-            rw.append(rots[0])
-            tw.append(joints[0])
-        else:
-            p = parents[j]
-            rw.append(rw[p] @ rots[j])
-            tw.append(rw[p] @ (joints[j] - joints[p]) + tw[p])
-    Rw = torch.stack(rw)
-    Tw = torch.stack(tw)
-    c = Tw - (Rw @ joints[..., None])[..., 0]
+        v = v + (pose_feature(rots[None]) @ posedirs).reshape(n, 3)
+    Rw, Tw, c = world_transforms(rots, joints, parents)
     blend_r = (weights @ Rw.reshape(n_j, 9)).reshape(n, 3, 3)
     x_j = torch.einsum("jab,nb->nja", Rw, v) + c[None]  # [n, J, 3] the point moved by each joint
     x = (weights[..., None] * x_j).sum(1)

@@ -29,26 +29,9 @@ from ..flame.lbs import pose_feature, rotation_6d_to_matrix
 from ..render import rasterize, vertex_visibility
 from .energy import PreparedFrame
 from .head import FACING_CAMERA
-from .sparse_jacobian import d6_tangent, rotate_6d, skew, skin_with_jacobian
+from .sparse_jacobian import d6_tangent, rotate_6d, skew, skin_with_jacobian, world_transforms
 
 _FLAME_FROM_CAMERA = torch.as_tensor(FACING_CAMERA)
-
-
-def _forward_kinematics(rots: torch.Tensor, joints: torch.Tensor, parents: list[int]) -> torch.Tensor:
-    """Skinning transforms ``[J, 3, 4]`` (functional): A_j = [R_j | t_j - R_j J_j]."""
-    world_r, world_t = [], []
-    for j in range(len(parents)):
-        if j == 0:
-            r, t = rots[0], joints[0]
-        else:
-            p = parents[j]
-            r = world_r[p] @ rots[j]
-            t = world_r[p] @ (joints[j] - joints[p]) + world_t[p]
-        world_r.append(r)
-        world_t.append(t)
-    r = torch.stack(world_r)
-    t = torch.stack(world_t)
-    return torch.cat([r, (t - (r @ joints[..., None])[..., 0])[..., None]], dim=-1)
 
 
 class SparseProblem:
@@ -142,14 +125,16 @@ class SparseProblem:
             base = head.identity_offset(p.shape.detach())[0]
             self.S_sub = self.S_sup = None
         self.T_sub, self.T_sup = base[cols], base[scols]
-        self.E_sub = mats["expr"][:, cols]
+        self.E_sub, self.E_sup = mats["expr"][:, cols], mats["expr"][:, scols]
         self.L_sub = mats["eyelids"][:, cols] if head.has_eyelids else None
+        self.L_sup = mats["eyelids"][:, scols] if head.has_eyelids else None
+        # blendshape block -> its basis at the vertex subset and at the regressor's support (None: folded in T)
+        self._bases = {"shape": (self.S_sub, self.S_sup), "expr": (self.E_sub, self.E_sup),
+                       "eyelids": (self.L_sub, self.L_sup)}
         layer = head.layer
         self.P_sub = None if layer.posedirs is None else layer.posedirs[:, cols]
         self.W_sub = layer.weights[sub]
         self.Jreg = layer.j_regressor[:, support]
-        self.E_sup = mats["expr"][:, scols]
-        self.L_sup = mats["eyelids"][:, scols] if head.has_eyelids else None
         self.parents = layer.parents
 
         # ---- priors (same weights as Energy) ----
@@ -220,67 +205,50 @@ class SparseProblem:
         if "t" in self.blocks:
             p.t[i] = v["t"]
 
-    # ---- residuals -----------------------------------------------------------------------
+    # ---- residuals and their closed-form Jacobian -----------------------------------------
 
     def residuals(self, z: torch.Tensor) -> torch.Tensor:
+        """The residual vector at ``z``: the same assembly as :meth:`linearize` with Jacobians of
+        zero columns, so no derivative work; functional, so ``jacfwd`` can check :meth:`linearize`."""
         v = self.unpack(z)
-        lids = v["eyelids"]
-        n_sub = len(self.sub)
-        flat = self.T_sub + v["expr"] @ self.E_sub
-        sup = self.T_sup + v["expr"] @ self.E_sup
-        if self.S_sub is not None:
-            flat = flat + v["shape"] @ self.S_sub
-            sup = sup + v["shape"] @ self.S_sup
-        if self.L_sub is not None:
-            flat = flat + lids @ self.L_sub
-            sup = sup + lids @ self.L_sup
-        verts = flat.reshape(n_sub, 3)
-        joints = self.Jreg @ sup.reshape(-1, 3)
-        eye = torch.eye(3, dtype=self.dt)[None]
-        rots = torch.cat([eye, rotation_6d_to_matrix(v["joints"].reshape(-1, 6))], dim=0)
-        if self.P_sub is not None:
-            verts = verts + (pose_feature(rots[None]) @ self.P_sub).reshape(n_sub, 3)
-        A = _forward_kinematics(rots, joints, self.parents)  # [J, 3, 4]
-        blend = (self.W_sub @ A.reshape(len(self.parents), 12)).reshape(n_sub, 3, 4)
-        x = (blend[..., :3] * verts[:, None, :]).sum(-1) + blend[..., 3]
-        vn_res = None
-        if len(self.vn_ids):
-            # head-frame normals: the same mesh posed with the neck at rest
-            if self.neck_index is not None:
-                rots_nn = torch.cat([rots[:self.neck_index], eye, rots[self.neck_index + 1:]], dim=0)
-                vnn = verts if self.P_sub is None else (
-                    flat.reshape(n_sub, 3) + (pose_feature(rots_nn[None]) @ self.P_sub).reshape(n_sub, 3))
-                A_nn = _forward_kinematics(rots_nn, joints, self.parents)
-                b_nn = (self.W_sub @ A_nn.reshape(len(self.parents), 12)).reshape(n_sub, 3, 4)
-                x_nn = (b_nn[..., :3] * vnn[:, None, :]).sum(-1) + b_nn[..., 3]
-            else:
-                x_nn = x
-            tri = x_nn[self.vn_face_verts]  # [Fs, 3, 3]
-            fn = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
-            fn = torch.cat([fn, fn.new_zeros(1, 3)], dim=0)  # padding row
-            n = fn[self.vn_incident].sum(1)
-            n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            vn_res = ((n - self.vn_target) * self.vn_scale).reshape(-1)
-        R = rotation_6d_to_matrix(v["R"])
-        t = torch.cat([v["t"][:2], v["t"][2:] * self.zoom])
-        xc = x @ R.T + t
-        res = []
-        if len(self.corr_local):
-            res.append(((self._project(xc[self.corr_local]) - self.corr_target) * self.corr_scale).reshape(-1))
-        for faces, bary, target, lm_w, lid in self.landmarks:
-            pts = self._project((xc[faces] * bary[..., None]).sum(1))
-            if lm_w is not None:
-                res.append(((pts - target) * lm_w[:, None]).reshape(-1))
-            if lid is not None:
-                pairs, lw = lid
-                gap = (pts[pairs[:, 0]] - pts[pairs[:, 1]]) - (target[pairs[:, 0]] - target[pairs[:, 1]])
-                res.append((gap * lw[:, None]).reshape(-1))
-        if vn_res is not None:
-            res.append(vn_res)
-        res.extend(self._prior_residuals(v))
-        return torch.cat(res)
+        flat, joints, rots = self._rest_pose(v)
+        x = self._skin(rots, joints, flat)
+        x_nn = None
+        if len(self.vn_ids):  # head-frame normals: the same mesh posed with the neck at rest
+            x_nn = x if self.neck_index is None else self._skin(self._neck_at_rest(rots), joints, flat)
+        none = x.new_zeros(len(self.sub), 3, 0)
+        return self._assemble(v, self._to_camera(v, x), x_nn, none, none)[0]
 
-    # ---- closed-form Jacobian -------------------------------------------------------------
+    def linearize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residuals at ``z`` (equal to :meth:`residuals`) and their Jacobian with respect to a
+        step of :meth:`retract` at zero, in closed form (see :mod:`.sparse_jacobian`)."""
+        v = self.unpack(z)
+        flat, joints, rots = self._rest_pose(v)
+        live = [b for b in ("shape", "expr", "eyelids") if b in self.blocks and self._bases[b][0] is not None]
+        n_sub = len(self.sub)
+        if live:
+            rest_coef = torch.cat([self._bases[b][0].reshape(-1, n_sub, 3) for b in live], 0).permute(1, 2, 0)
+            joint_coef = torch.cat([self.Jreg @ self._bases[b][1].reshape(self.sizes[b], -1, 3) for b in live],
+                                   0).permute(1, 2, 0)
+        else:
+            rest_coef, joint_coef = flat.new_zeros(n_sub, 3, 0), joints.new_zeros(len(self.parents), 3, 0)
+        x, dx_coef, dx_w = skin_with_jacobian(rots, joints, self.parents, flat, self.W_sub, rest_coef, joint_coef,
+                                              self.P_sub)
+        R = rotation_6d_to_matrix(v["R"])
+        one = torch.ones((), dtype=self.dt)
+        jx = self._step_columns(live, R @ dx_coef, R @ dx_w.reshape(n_sub, 3, -1), -R @ skew(x),
+                                torch.diag(torch.stack([one, one, self.zoom]))[None].expand(n_sub, 3, 3))
+        x_nn = jnn = None
+        if len(self.vn_ids):
+            if self.neck_index is None:
+                x_nn, dc, dw = x, dx_coef, dx_w
+            else:
+                x_nn, dc, dw = skin_with_jacobian(self._neck_at_rest(rots), joints, self.parents, flat, self.W_sub,
+                                                  rest_coef, joint_coef, self.P_sub, frozen=(self.neck_index,))
+            no_pose = x_nn.new_zeros(n_sub, 3, 3)  # head-frame normals do not see the camera pose
+            jnn = self._step_columns(live, dc, dw.reshape(n_sub, 3, -1), no_pose, no_pose)
+        r, J = self._assemble(v, self._to_camera(v, x), x_nn, jx, jnn)
+        return r, torch.cat([J, self._prior_jacobian(rots, len(r) - len(J))], 0)
 
     def retract(self, z: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         """The parameter vector moved by ``step`` (layout :attr:`step_sizes`): coefficients and
@@ -299,67 +267,78 @@ class SparseProblem:
                 out.append(v[b] + d)
         return torch.cat(out)
 
-    def linearize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Residuals at ``z`` (equal to :meth:`residuals`) and their Jacobian with respect to a
-        step of :meth:`retract` at zero, in closed form (see :mod:`.sparse_jacobian`)."""
-        v = self.unpack(z)
-        dt = self.dt
-        n_sub = len(self.sub)
-        coef = [(b, m_sub, m_sup) for b, m_sub, m_sup in (("shape", self.S_sub, self.S_sup),
-                                                          ("expr", self.E_sub, self.E_sup),
-                                                          ("eyelids", self.L_sub, self.L_sup))
-                if m_sub is not None and self.sizes[b] > 0]
-        flat = self.T_sub + sum(v[b] @ m for b, m, _ in coef)
-        sup = self.T_sup + sum(v[b] @ m for b, _, m in coef)
-        joints = self.Jreg @ sup.reshape(-1, 3)
-        live = [(b, m_sub, m_sup) for b, m_sub, m_sup in coef if b in self.blocks]
-        rest_coef = torch.cat([m.reshape(-1, n_sub, 3) for _, m, _ in live], 0).permute(1, 2, 0) if live \
-            else flat.new_zeros(n_sub, 3, 0)
-        joint_coef = (torch.cat([self.Jreg @ m.reshape(m.shape[0], -1, 3) for _, _, m in live], 0).permute(1, 2, 0)
-                      if live else joints.new_zeros(len(self.parents), 3, 0))
-        eye = torch.eye(3, dtype=dt)[None]
+    # ---- pieces shared by residuals and linearize -------------------------------------------
+
+    def _rest_pose(self, v: dict):
+        """Rest points of the vertex subset [n_sub, 3] (no pose correctives), joints [J, 3] and
+        local joint rotations [J, 3, 3] (the root's is the identity: the head pose is R, t)."""
+        flat, sup = self.T_sub, self.T_sup
+        for b, (m_sub, m_sup) in self._bases.items():
+            if m_sub is not None:
+                flat = flat + v[b] @ m_sub
+                sup = sup + v[b] @ m_sup
+        eye = torch.eye(3, dtype=self.dt)[None]
         rots = torch.cat([eye, rotation_6d_to_matrix(v["joints"].reshape(-1, 6))], dim=0)
-        x, dx_coef, dx_w = skin_with_jacobian(rots, joints, self.parents, flat.reshape(n_sub, 3), self.W_sub,
-                                              rest_coef, joint_coef, self.P_sub)
-        R = rotation_6d_to_matrix(v["R"])
+        return flat.reshape(len(self.sub), 3), self.Jreg @ sup.reshape(-1, 3), rots
+
+    def _skin(self, rots: torch.Tensor, joints: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
+        """Posed points [n_sub, 3]: pose correctives, then linear blend skinning."""
+        n_sub = rest.shape[0]
+        if self.P_sub is not None:
+            rest = rest + (pose_feature(rots[None]) @ self.P_sub).reshape(n_sub, 3)
+        r, _, c = world_transforms(rots, joints, self.parents)
+        blend = (self.W_sub @ torch.cat([r, c[..., None]], -1).reshape(len(self.parents), 12)).reshape(n_sub, 3, 4)
+        return (blend[..., :3] * rest[:, None, :]).sum(-1) + blend[..., 3]
+
+    def _neck_at_rest(self, rots: torch.Tensor) -> torch.Tensor:
+        k = self.neck_index
+        return torch.cat([rots[:k], torch.eye(3, dtype=self.dt)[None], rots[k + 1:]], dim=0)
+
+    def _to_camera(self, v: dict, x: torch.Tensor) -> torch.Tensor:
         t = torch.cat([v["t"][:2], v["t"][2:] * self.zoom])
-        xc = x @ R.T + t
-        n_coef = dx_coef.shape[-1]
-        jac = {}  # block -> d xc / d step block [n_sub, 3, k]
-        k = 0
-        for b, *_ in live:
-            jac[b] = R @ dx_coef[..., k:k + self.sizes[b]]
+        return x @ rotation_6d_to_matrix(v["R"]).T + t
+
+    def _step_columns(self, live, d_coef, d_joints, d_rot, d_t) -> torch.Tensor:
+        """Point derivatives [n_sub, 3, P] in the step layout, from those with respect to the
+        ``live`` coefficient blocks (in order), the joints, the head rotation and translation."""
+        cols, k = {"joints": d_joints, "R": d_rot, "t": d_t}, 0
+        for b in live:
+            cols[b] = d_coef[..., k:k + self.sizes[b]]
             k += self.sizes[b]
-        jac["joints"] = R @ dx_w.reshape(n_sub, 3, -1)
-        jac["R"] = -R @ skew(x)
-        jac["t"] = torch.diag(torch.stack([torch.ones((), dtype=dt), torch.ones((), dtype=dt), self.zoom]))[None]
-        Jx = torch.cat([jac[b].expand(n_sub, 3, -1) for b in self.blocks], dim=-1)  # [n_sub, 3, P]
-        n_par = Jx.shape[-1]
+        return torch.cat([cols[b] for b in self.blocks], dim=-1)
+
+    def _assemble(self, v: dict, xc: torch.Tensor, x_nn: torch.Tensor | None, jx: torch.Tensor,
+                  jnn: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual vector and the Jacobian rows of its data part, from the posed points in
+        the camera frame ``xc`` and the head frame ``x_nn`` and their derivatives ``jx``, ``jnn``
+        [n_sub, 3, P]: the one place that fixes the residual order."""
         res, rows = [], []
+        n_par = jx.shape[-1]
+
+        def add(r: torch.Tensor, d: torch.Tensor) -> None:
+            res.append(r.reshape(-1))
+            rows.append(d.reshape(res[-1].shape[0], n_par))
+
         if len(self.corr_local):
-            uv, d = self._project_linear(xc[self.corr_local], Jx[self.corr_local])
-            res.append(((uv - self.corr_target) * self.corr_scale).reshape(-1))
-            rows.append((d * self.corr_scale).reshape(-1, n_par))
+            uv, d = self._project_linear(xc[self.corr_local], jx[self.corr_local])
+            add((uv - self.corr_target) * self.corr_scale, d * self.corr_scale)
         for faces, bary, target, lm_w, lid in self.landmarks:
             pts, d = self._project_linear((xc[faces] * bary[..., None]).sum(1),
-                                          (Jx[faces] * bary[..., None, None]).sum(1))
+                                          (jx[faces] * bary[..., None, None]).sum(1))
             if lm_w is not None:
-                res.append(((pts - target) * lm_w[:, None]).reshape(-1))
-                rows.append((d * lm_w[:, None, None]).reshape(-1, n_par))
+                add((pts - target) * lm_w[:, None], d * lm_w[:, None, None])
             if lid is not None:
                 pairs, lw = lid
-                gap = (pts[pairs[:, 0]] - pts[pairs[:, 1]]) - (target[pairs[:, 0]] - target[pairs[:, 1]])
-                res.append((gap * lw[:, None]).reshape(-1))
-                rows.append(((d[pairs[:, 0]] - d[pairs[:, 1]]) * lw[:, None, None]).reshape(-1, n_par))
-        if len(self.vn_ids):
-            r_vn, j_vn = self._vertex_normals_linear(rots, joints, flat.reshape(n_sub, 3), rest_coef, joint_coef,
-                                                     x, dx_coef, dx_w, n_coef)
-            res.append(r_vn)
-            rows.append(j_vn)
-        prior_r = self._prior_residuals(v)
-        res.extend(prior_r)
-        rows.append(self._prior_jacobian(rots, sum(len(p) for p in prior_r)))
-        return torch.cat(res), torch.cat(rows, 0)
+                a, b = pairs[:, 0], pairs[:, 1]
+                add(((pts[a] - pts[b]) - (target[a] - target[b])) * lw[:, None], (d[a] - d[b]) * lw[:, None, None])
+        if x_nn is not None:
+            n, dn = self._vertex_normals(x_nn, jnn)
+            add((n - self.vn_target) * self.vn_scale, dn * self.vn_scale)
+        rows = torch.cat(rows, 0) if rows else xc.new_zeros(0, n_par)
+        return torch.cat(res + self._prior_residuals(v)), rows
+
+    def _project(self, xc: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.fx * xc[:, 0] / xc[:, 2] + self.cx, self.fy * xc[:, 1] / xc[:, 2] + self.cy], dim=-1)
 
     def _project_linear(self, xc: torch.Tensor, jx: torch.Tensor):
         """Projections [m, 2] of camera points and their Jacobians [m, 2, P] from the points' [m, 3, P]."""
@@ -369,38 +348,20 @@ class SparseProblem:
                           torch.stack([zero, self.fy / Z, -self.fy * Y / Z ** 2], -1)], -2)  # [m, 2, 3]
         return self._project(xc), dp @ jx
 
-    def _vertex_normals_linear(self, rots, joints, rest, rest_coef, joint_coef, x, dx_coef, dx_w, n_coef):
-        """The vertex-normal residuals (head frame: neck at rest) and their Jacobian rows."""
-        n_sub = rest.shape[0]
-        if self.neck_index is not None:
-            rots_nn = rots.clone()
-            rots_nn[self.neck_index] = torch.eye(3, dtype=self.dt)
-            x_nn, dc, dw = skin_with_jacobian(rots_nn, joints, self.parents, rest, self.W_sub, rest_coef,
-                                              joint_coef, self.P_sub, frozen=(self.neck_index,))
-        else:
-            x_nn, dc, dw = x, dx_coef, dx_w
-        jac, k = {}, 0
-        for b in ("shape", "expr", "eyelids"):
-            if b in self.blocks and self.sizes[b] > 0:
-                jac[b] = dc[..., k:k + self.sizes[b]]
-                k += self.sizes[b]
-        jac["joints"] = dw.reshape(n_sub, 3, -1)
-        for b in ("R", "t"):  # head-frame normals do not see the camera pose
-            jac[b] = x_nn.new_zeros(n_sub, 3, self.step_sizes[b])
-        J = torch.cat([jac[b] for b in self.blocks], dim=-1)
-        tri, jt = x_nn[self.vn_face_verts], J[self.vn_face_verts]  # [Fs, 3, 3], [Fs, 3, 3, P]
+    def _vertex_normals(self, x: torch.Tensor, jx: torch.Tensor):
+        """Normals [M, 3] of the vertex-normal vertices (sum of the incident faces' area vectors,
+        normalised) from the points ``x``, and their derivatives [M, 3, P] from ``jx``."""
+        tri, jt = x[self.vn_face_verts], jx[self.vn_face_verts]  # [Fs, 3, 3], [Fs, 3, 3, P]
         e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
         d1, d2 = jt[:, 1] - jt[:, 0], jt[:, 2] - jt[:, 0]
         fn = torch.cross(e1, e2, dim=-1)
-        dfn = (torch.cross(d1, e2[..., None].expand_as(d1), dim=1)
-               + torch.cross(e1[..., None].expand_as(d2), d2, dim=1))
+        dfn = torch.cross(d1, e2[..., None].expand_as(d1), dim=1) + torch.cross(e1[..., None].expand_as(d2), d2, dim=1)
         fn = torch.cat([fn, fn.new_zeros(1, 3)], dim=0)  # padding row
         dfn = torch.cat([dfn, dfn.new_zeros(1, *dfn.shape[1:])], dim=0)
         n_raw, dn_raw = fn[self.vn_incident].sum(1), dfn[self.vn_incident].sum(1)
         length = n_raw.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         n = n_raw / length
-        dn = (dn_raw - n[..., None] * (n[..., None] * dn_raw).sum(1, keepdim=True)) / length[..., None]
-        return ((n - self.vn_target) * self.vn_scale).reshape(-1), (dn * self.vn_scale).reshape(-1, J.shape[-1])
+        return n, (dn_raw - n[..., None] * (n[..., None] * dn_raw).sum(1, keepdim=True)) / length[..., None]
 
     def _prior_jacobian(self, rots: torch.Tensor, n_rows: int) -> torch.Tensor:
         """Rows of :meth:`_prior_residuals`, in the same order."""
@@ -444,9 +405,6 @@ class SparseProblem:
                 r += 6
         assert r == n_rows, (r, n_rows)
         return out
-
-    def _project(self, xc: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.fx * xc[:, 0] / xc[:, 2] + self.cx, self.fy * xc[:, 1] / xc[:, 2] + self.cy], dim=-1)
 
     def _prior_residuals(self, v) -> list:
         cfg = self.f.cfg

@@ -153,6 +153,7 @@ def track_video(model: HeadModel, frames: Sequence[FrameCues | None], config: Fi
             return store[i]
         return prepare_frame(fitter.head, downsample_cues(frames[i], k), cfg, small, where=f"frame {i}")
 
+    smooth = {"n_frames": n, "scale": cfg.online_smooth_scale, "prev_only": True} if cfg.online_smooth_scale > 0 else None
     # The next frame's cues are read and prepared on a second thread while this one is fitted
     # (the fit is bound by per-operation overhead and leaves the other core mostly idle); only
     # that thread touches ``frames`` and ``store`` until the pass ends.
@@ -168,8 +169,6 @@ def track_video(model: HeadModel, frames: Sequence[FrameCues | None], config: Fi
                 continue
             if cfg.online_lm_iterations > 0:
                 fitter.solve_sparse(i, frame, cfg.online_lm_iterations, with_shape=False, energy=energy)
-            smooth = ({"n_frames": n, "scale": cfg.online_smooth_scale, "prev_only": True}
-                      if cfg.online_smooth_scale > 0 else None)
             fitter.run("online", [i], [frame], cfg.online_steps, set(FRAME_ONLY), EnergyOptions(), label=i,
                        total=n, early_stop=True, smooth=smooth, lr_scale=cfg.online_lr_scale, decay=False,
                        energy=energy)

@@ -106,10 +106,9 @@ def vertex_visibility(verts_screen: torch.Tensor, raster: Raster, tol: float = 1
     B, V = verts_screen.shape[:2]
     H, W = raster.resolution
     if ids is not None:
-        from . import visibility_numba as vn
-        if vn.AVAILABLE and verts_screen.device.type == "cpu":
+        if visibility_numba.AVAILABLE and verts_screen.device.type == "cpu":
             # one compiled pass instead of ~60 tensor operations (the fitting's every step)
-            return vn.vertex_test_numba(verts_screen, raster.depth, ids, tol, radius)
+            return visibility_numba.vertex_test_numba(verts_screen, raster.depth, ids, tol, radius)
         return torch.gather(vertex_visibility(verts_screen, raster, tol, radius), 1, ids)
     x, y, w = verts_screen.detach().unbind(-1)
     ix = torch.floor(x)

@@ -140,12 +140,13 @@ if AVAILABLE:
 def vertex_test_numba(verts_screen: torch.Tensor, depth: torch.Tensor, ids: torch.Tensor, tol: float,
                       radius: int) -> torch.Tensor:
     """bool [B, M]: the visibility test of vertices ``ids`` [B, M] against ``depth`` [B, H, W]."""
-    xyw = verts_screen.detach().contiguous()
-    dt = np.float64 if xyw.dtype == torch.float64 else np.float32
-    xyw_np = xyw.to(torch.float64 if dt is np.float64 else torch.float32).numpy()
-    d = depth.detach().to(xyw.dtype if dt is np.float64 else torch.float32).contiguous().numpy()
+    # compared in the vertices' precision, as the tensor test does (float32 below that)
+    dt = torch.float64 if verts_screen.dtype == torch.float64 else torch.float32
+    xyw = verts_screen.detach().to(dt).contiguous().numpy()
+    d = depth.detach().to(dt).contiguous().numpy()
     out = np.zeros(tuple(ids.shape), dtype=np.bool_)
-    _vertex_test_kernel(xyw_np, ids.detach().to(torch.int64).contiguous().numpy(), d, dt(1.0 + tol), int(radius), out)
+    _vertex_test_kernel(xyw, ids.detach().to(torch.int64).contiguous().numpy(), d, xyw.dtype.type(1.0 + tol),
+                        int(radius), out)
     return torch.from_numpy(out)
 
 
