@@ -246,6 +246,18 @@ def _frame_parameters(fit, prep: _Prepared, fit_size: int, frame_indices: np.nda
                            eyelids=fit.eyelids, crop_boxes=crop_boxes, losses=fit.loss, valid=fit.valid)
 
 
+
+def _noise_note(fit, size: int) -> str:
+    """What the fit measured of its cues' noise and how it set the priors (FitConfig.adaptive_priors)."""
+    noise = fit.info.get("cue_noise") or {}
+    parts = []
+    if "normal_deg" in noise:
+        parts.append(f"normals {noise['normal_deg']:.1f} deg")
+    if "uv" in noise:
+        parts.append(f"uv correspondences {noise['uv'] * size:.2f} px")
+    measured = ", ".join(parts) if parts else "not measured"
+    return f"cue noise (median residual): {measured}; identity/expression priors x{fit.info.get('prior_scale', 1.0):.3g}"
+
 def _write(output: Path, choice: ModelChoice, fit, prep: _Prepared, fit_size: int, frame_indices, source: str,
            fps: float, settings: Settings, weights: dict, timings: dict, frame_sources: list | None = None) -> Path:
     from .io import ClipInfo, write_result
@@ -357,7 +369,7 @@ def reconstruct(images: str | Path | Sequence[str | Path], output: str | Path | 
     log.info("model: %s; mode: %s", choice.reason, prep.description)
     return PipelineResult(path=path, n_frames=fit.n_frames, valid_frames=int(fit.valid.sum()), mode=prep.mode,
                           model=choice.model.name, licence=choice.model.licence, timings=stages.timings,
-                          notes=[choice.reason, prep.description, *prep.notes])
+                          notes=[choice.reason, prep.description, *prep.notes, _noise_note(fit, size)])
 
 
 # --- tracking with resumable partial results ---------------------------------------------------
@@ -478,4 +490,4 @@ def track(source: str | Path, output: str | Path | None = None, *, settings: Set
     partial.remove()
     return PipelineResult(path=path, n_frames=n, valid_frames=int(fit.valid.sum()), mode=prep.mode,
                           model=choice.model.name, licence=choice.model.licence, timings=stages.timings,
-                          notes=[choice.reason, prep.description, *prep.notes])
+                          notes=[choice.reason, prep.description, *prep.notes, _noise_note(fit, size)])

@@ -52,6 +52,8 @@ def test_reconstruct_lines_up_with_the_face(fast_settings, tmp_path, astronaut_p
     res = reconstruct(astronaut_png, tmp_path / "a.headcast.npz",
                       settings=fast_settings(**{"models.model": "synthetic", "fit.steps": 120, "fit.render_size": 192}))
     assert res.mode == "landmarks+mask" and res.valid_frames == 1
+    # no normal or uv cue to judge the noise by: the priors stay as tuned, and the user is told
+    assert "cue noise (median residual): not measured; identity/expression priors x1" in res.notes
     r = load_result(res.path)
     assert tuple(r.metadata["image_size"]) == (512, 512)
     px = project_to_pixels(r, model_to_camera(r, evaluate_rig(r)))[0]

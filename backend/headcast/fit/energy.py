@@ -138,6 +138,7 @@ class EnergyOptions:
     regularize: bool = True
     robust_init: bool = False  # Cauchy vertex loss, no pixel cut, no visibility (camera init)
     shape_scale: float = 1.0  # weight of the shared-parameter priors (batch / frames)
+    prior_scale: float = 1.0  # noise-adaptive scale of the identity and expression priors
     identity: torch.Tensor | None = None  # precomputed identity offset while the shape is frozen
 
 
@@ -185,17 +186,8 @@ class Energy:
                   and any(f.corr_normal is not None for f in frames))
         need_raster = has_normals or has_uv or has_sil or (has_corr and not opts.robust_init)
 
-        rots = params.rotations(rows_t)
-        expr = params.expr[rows_t]
-        eyelids = params.eyelids[rows_t] if head.has_eyelids else None
-        verts, noneck = head.forward(params.shape, expr, eyelids, rots, want_noneck=has_normals or has_vn,
-                                     identity=opts.identity)
-        v_normals = vertex_normals(noneck, head.faces) if (has_normals or has_vn) else None
-        R = params.head_rotation(rows_t)
-        t = params.translation(rows_t)
-        vcam = verts @ R.transpose(1, 2) + t[:, None]
-        fx, fy, cx, cy = params.intrinsics(rows_t, self.size)
-        screen = project_points(vcam, fx, fy, cx, cy)
+        rots, R, vcam, v_normals, (fx, fy, cx, cy), screen = self._posed(params, rows_t, has_normals or has_vn,
+                                                                         opts.identity)
 
         raster = None
         if need_raster:
@@ -207,15 +199,7 @@ class Energy:
             cue_px = self._gather_pixels(frames, local) if (has_normals or has_uv) else None
 
         if has_normals:
-            attrs = [v_normals]
-            if head.has_eye_mask:
-                attrs.append(head.eye_attr.expand(b, -1, -1))
-            img = interpolate(torch.cat(attrs, dim=-1), raster, head.faces)
-            px = img.view(b * h * w, -1)[raster.pixel_index]  # [N, C] covered pixels only
-            n_px = px[:, :3] / px[:, :3].norm(dim=-1, keepdim=True).clamp_min(1e-8)
-            target, mask = cue_px[:, :3], cue_px[:, 3]
-            if head.has_eye_mask:
-                mask = mask * (px[:, 3].detach() < 1e-3).to(dt)
+            n_px, target, mask = self._pixel_normals(v_normals, raster, cue_px)
             terms["normal"] = cfg.w_normal * L.normal_loss(n_px, target, mask, cfg.normal_delta, pix_batch, b, h * w)
 
         if has_sil:
@@ -256,20 +240,20 @@ class Energy:
                 terms["lid"] = lid
 
         if opts.regularize:
-            self._frame_priors(params, rows_t, terms)
+            self._frame_priors(params, rows_t, terms, opts.prior_scale)
 
         per_frame = sum(terms.values()) if terms else torch.zeros(b, dtype=dt)
         total = per_frame.sum()
         if opts.regularize:
-            total = total + opts.shape_scale * self.shared_prior(params, shape_prior)
+            total = total + opts.shape_scale * self.shared_prior(params, shape_prior, opts.prior_scale)
         return total, per_frame.detach(), {k: v.detach() for k, v in terms.items()}
 
     # ---- priors ----------------------------------------------------------------------------
 
-    def _frame_priors(self, params: Params, rows: torch.Tensor, terms: dict) -> None:
+    def _frame_priors(self, params: Params, rows: torch.Tensor, terms: dict, prior_scale: float = 1.0) -> None:
         cfg = self.cfg
         expr = params.expr[rows]
-        reg = cfg.w_expr * L.squared_norm(expr)
+        reg = cfg.w_expr * prior_scale * L.squared_norm(expr)
         if self.expr_bounds is not None:
             reg = reg + cfg.w_bounds * L.bound_violation(expr, self.expr_bounds)
         joints = params.joints[rows]
@@ -285,22 +269,92 @@ class Energy:
             reg = reg + cfg.w_eyelids * L.squared_norm(params.eyelids[rows])
         terms["prior"] = reg
 
-    def shared_prior(self, params: Params, shape_prior: torch.Tensor | None) -> torch.Tensor:
+    def shared_prior(self, params: Params, shape_prior: torch.Tensor | None, prior_scale: float = 1.0) -> torch.Tensor:
         """Identity priors (toward zero or the model's mean, whitened if it says so; toward an
-        optional prior code) and the principal-point prior."""
+        optional prior code; both times ``prior_scale``) and the principal-point prior."""
         cfg = self.cfg
         beta = params.shape
         centred = beta if self.shape_mean is None else beta - self.shape_mean
         if self.shape_whiten is not None:
             centred = self.shape_whiten @ centred
-        e = cfg.w_shape * centred.pow(2).sum()
+        e = cfg.w_shape * prior_scale * centred.pow(2).sum()
         if shape_prior is not None:
-            e = e + cfg.w_shape_prior * (beta - shape_prior).pow(2).sum()
+            e = e + cfg.w_shape_prior * prior_scale * (beta - shape_prior).pow(2).sum()
         if self.shape_bounds is not None:
             e = e + cfg.w_bounds * L.bound_violation(beta[None], self.shape_bounds).sum()
         return e + cfg.w_principal_point * params.pp.pow(2).sum()
 
+    # ---- cue noise -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def cue_noise(self, params: Params, rows: list[int], frames: list[PreparedFrame]) -> dict:
+        """How far the cues are from the current head: the median angle in degrees between the
+        rendered and the predicted normals over the valid normal pixels (``normal_deg``), and the
+        median distance between the visible corresponded vertices and their targets as a fraction
+        of the image width (``uv``). A cue that is absent or has too few samples is left out.
+
+        Medians, so that outlier blobs and a wrong eye region (which the losses cut off anyway)
+        do not count: this measures the noise the inliers carry."""
+        cfg, head = self.cfg, self.head
+        rows_t = torch.as_tensor(rows, dtype=torch.long)
+        b = len(rows)
+        h, w = self.size
+        has_normals = cfg.w_normal > 0 and any(f.normals is not None for f in frames)
+        has_corr = cfg.w_uv_vertex > 0 and any(f.corr_ids is not None and len(f.corr_ids) for f in frames)
+        out: dict = {}
+        if not (has_normals or has_corr):
+            return out
+        _, _, _, v_normals, _, screen = self._posed(params, rows_t, has_normals, None)
+        raster = rasterize(screen, head.faces, (h, w), cull_backfaces=True)
+        if has_normals:
+            counts = torch.bincount(raster.pixel_batch, minlength=b).tolist()
+            local = (raster.pixel_index - raster.pixel_batch * (h * w)).split(counts)
+            n_px, target, mask = self._pixel_normals(v_normals, raster, self._gather_pixels(frames, local))
+            ok = mask > 0
+            if int(ok.sum()) >= 50:
+                tgt = target[ok] / target[ok].norm(dim=-1, keepdim=True).clamp_min(1e-8)
+                cos = (n_px[ok] * tgt).sum(-1).clamp(-1.0, 1.0)
+                out["normal_deg"] = float(torch.rad2deg(torch.arccos(cos)).median())
+        if has_corr:
+            proj, target, valid, ids = self._gather_corr(frames, screen)
+            vis = vertex_visibility(screen, raster, tol=cfg.visibility_tol, radius=1, ids=ids)
+            d = (proj - target).norm(dim=-1)[(valid > 0) & vis]
+            if len(d) >= 20:
+                out["uv"] = float(d.median()) / self.width
+        return out
+
     # ---- helpers ---------------------------------------------------------------------------
+
+    def _posed(self, params: Params, rows_t: torch.Tensor, want_normals: bool, identity: torch.Tensor | None):
+        """Joint rotations, head rotations, camera-frame vertices, head-frame vertex normals
+        (None unless ``want_normals``), intrinsics and screen positions of ``rows_t``."""
+        head = self.head
+        rots = params.rotations(rows_t)
+        eyelids = params.eyelids[rows_t] if head.has_eyelids else None
+        verts, noneck = head.forward(params.shape, params.expr[rows_t], eyelids, rots, want_noneck=want_normals,
+                                     identity=identity)
+        v_normals = vertex_normals(noneck, head.faces) if want_normals else None
+        R = params.head_rotation(rows_t)
+        vcam = verts @ R.transpose(1, 2) + params.translation(rows_t)[:, None]
+        intr = params.intrinsics(rows_t, self.size)
+        return rots, R, vcam, v_normals, intr, project_points(vcam, *intr)
+
+    def _pixel_normals(self, v_normals: torch.Tensor, raster, cue_px: torch.Tensor):
+        """Rendered unit normals at the covered pixels [N, 3], the predicted ones and their
+        validity (the cue's mask, minus the model's eye region)."""
+        head = self.head
+        b, (h, w) = v_normals.shape[0], self.size
+        attrs = [v_normals]
+        if head.has_eye_mask:
+            attrs.append(head.eye_attr.expand(b, -1, -1))
+        img = interpolate(torch.cat(attrs, dim=-1), raster, head.faces)
+        px = img.view(b * h * w, -1)[raster.pixel_index]  # [N, C] covered pixels only
+        n_px = px[:, :3] / px[:, :3].norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        target, mask = cue_px[:, :3], cue_px[:, 3]
+        if head.has_eye_mask:
+            mask = mask * (px[:, 3].detach() < 1e-3).to(v_normals.dtype)
+        return n_px, target, mask
+
 
     def _stack(self, frames, name: str, mask_name: str | None, shape):
         dt = self.head.dtype

@@ -55,6 +55,9 @@ class Fitter:
         self.monitor = monitor or Monitor()
         self.frame_loss = np.zeros(n_frames)
         self.steps_taken = np.zeros(n_frames, dtype=np.int64)
+        # noise-adaptive scale of the identity and expression priors (see FitConfig.adaptive_priors)
+        self.prior_scale = 1.0
+        self.cue_noise: dict | None = None  # what the probe measured (None: not probed yet)
 
     # ---- camera initialisation ---------------------------------------------------------------
 
@@ -129,7 +132,7 @@ class Fitter:
         Returns the last total loss.
         """
         cfg = self.cfg
-        opts = opts or EnergyOptions()
+        opts = replace(opts or EnergyOptions(), prior_scale=self.prior_scale)
         if "shape" not in active and opts.identity is None:
             # the identity is frozen in this stage: evaluate its blendshapes once
             with torch.no_grad():
@@ -170,10 +173,14 @@ class Fitter:
 
         cues: the original :class:`FrameCues` of ``rows`` (to build the coarse frames);
         batches: optional callable (step, frames_by_row) -> (rows, frames) for mini-batches.
+
+        The first such stage of a fit also probes the cue noise at ``noise_probe_at`` of its
+        steps and sets the prior scale from it (:meth:`probe_noise`).
         """
         cfg = self.cfg
         k = max(1, int(cfg.coarse_downsample))
         n_coarse = int(round(cfg.coarse_fraction * steps)) if k > 1 else 0
+        levels = []  # (first step, frames by row, energy)
         if n_coarse:
             from .cues import downsample_cues
             from .energy import prepare_frame
@@ -181,13 +188,42 @@ class Fitter:
             small = (self.size[0] // k, self.size[1] // k)
             coarse = {r: prepare_frame(self.head, downsample_cues(c, k), cfg, small, where=f"frame {r}")
                       for r, c in zip(rows, cues)}
-            pick = None if batches is None else (lambda step: batches(step, coarse))
-            self.run(stage, rows, [coarse[r] for r in rows], n_coarse, active, opts, label, total,
-                     batches=pick, energy=self.energy_at(small), schedule=(0, steps))
-        full = dict(zip(rows, frames))
-        pick = None if batches is None else (lambda step: batches(step, full))
-        self.run(stage, rows, frames, steps - n_coarse, active, opts, label, total, batches=pick,
-                 schedule=(n_coarse, steps))
+            levels.append((0, coarse, self.energy_at(small)))
+        levels.append((n_coarse, dict(zip(rows, frames)), self.energy))
+        probe = int(round(cfg.noise_probe_at * steps)) if cfg.adaptive_priors and self.cue_noise is None else -1
+        # segments [a, b) of the stage, split at the level change and at the probe
+        cuts = sorted({0, steps, n_coarse} | ({probe} if 0 < probe < steps else set()))
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            _, by_row, energy = max((lv for lv in levels if lv[0] <= a), key=lambda lv: lv[0])
+            pick = None if batches is None else (lambda step, f=by_row: batches(step, f))
+            self.run(stage, rows, [by_row[r] for r in rows], b - a, active, opts, label, total, batches=pick,
+                     energy=energy, schedule=(a, steps))
+            if b == probe:
+                self.probe_noise(rows, [by_row[r] for r in rows], energy)
+
+    def probe_noise(self, rows: list[int], frames: list[PreparedFrame], energy: Energy | None = None) -> float:
+        """Measure the cue noise against the current fit (:meth:`Energy.cue_noise`, on up to
+        ``max_images_per_step`` of the rows) and set the prior scale to clip(r^2, prior_scale_min,
+        1), r the geometric mean over the cues of noise / reference. Returns the scale."""
+        cfg = self.cfg
+        if len(rows) > cfg.max_images_per_step:
+            pick = np.linspace(0, len(rows) - 1, cfg.max_images_per_step).round().astype(int)
+            rows, frames = [rows[i] for i in pick], [frames[i] for i in pick]
+        noise = (energy or self.energy).cue_noise(self.params, rows, frames)
+        ratios = []
+        if "normal_deg" in noise:
+            ratios.append(noise["normal_deg"] / cfg.noise_ref_normal_deg)
+        if "uv" in noise:
+            ratios.append(noise["uv"] / cfg.noise_ref_uv)
+        # Geometric mean of the cues' noise ratios: each cue's residual also carries a floor of
+        # its own (pixel quantisation of the correspondences at the probe's render size, the fit
+        # not yet converged), and one cue's floor should not hide how clean the other is.
+        # Without a dense cue there is nothing to judge the noise by: the priors stay as tuned.
+        ratio = float(np.exp(np.mean(np.log(np.maximum(ratios, 1e-6))))) if ratios else 1.0
+        scale = float(np.clip(ratio ** 2, cfg.prior_scale_min, 1.0))
+        self.cue_noise = noise
+        self.prior_scale = scale
+        return scale
 
     def smoothness(self, rows: list[int], spec: dict) -> torch.Tensor:
         """Temporal smoothness of the per-frame parameters of ``rows`` with their neighbours.
@@ -270,6 +306,7 @@ class Fitter:
             out[f"c_{name}"] = sel(opt.count[name]).clone().numpy()
         # depth is stored relative to this reference focal parameter (see Params.translation)
         out["focal_ref"] = self.params.focal_ref.clone().numpy()
+        out["prior_scale"] = np.float64(self.prior_scale)
         return out
 
     @torch.no_grad()
@@ -278,6 +315,9 @@ class Fitter:
         opt = self.opt
         if shared and "focal_ref" in state:
             self.params.focal_ref.copy_(torch.as_tensor(np.asarray(state["focal_ref"]), dtype=self.params.focal_ref.dtype))
+        if shared and "prior_scale" in state:
+            self.prior_scale = float(state["prior_scale"])
+            self.cue_noise = self.cue_noise or {}  # probed before: a resumed fit does not probe again
         for name, t in opt.tensors.items():
             if f"p_{name}" not in state or (name not in opt.per_frame and not shared):
                 continue
@@ -332,7 +372,8 @@ class Fitter:
                 eyelids=p.eyelids.double().numpy().copy() if self.head.has_eyelids else None,
                 rotations=rots, R_head=R, t_head=p.translation(rows).double().numpy(), intrinsics=K,
                 shared_camera=shared_camera, loss=self.frame_loss.copy(), valid=np.asarray(valid, bool),
-                joint_names=tuple(m.joint_names), model_name=m.name, licence=m.licence, info=dict(info or {}))
+                joint_names=tuple(m.joint_names), model_name=m.name, licence=m.licence,
+                info={**(info or {}), "prior_scale": self.prior_scale, "cue_noise": dict(self.cue_noise or {})})
 
 
 class Timer:

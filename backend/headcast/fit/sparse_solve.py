@@ -43,7 +43,9 @@ class SparseProblem:
         self.row = row
         self.frame = frame
         self.blocks = blocks
-        self.shape_scale = shape_scale
+        # the noise-adaptive prior scale applies to the identity and expression priors here too
+        self.shape_scale = shape_scale * fitter.prior_scale
+        self.w_expr = fitter.cfg.w_expr * fitter.prior_scale
         head = fitter.head
         p = fitter.params
         self.dt = head.dtype
@@ -385,7 +387,7 @@ class SparseProblem:
             if self.shape_prior is not None:
                 put("shape", math.sqrt(cfg.w_shape_prior * self.shape_scale) * torch.eye(ns, dtype=self.dt))
                 r += ns
-        for b, w in (("expr", cfg.w_expr), ("eyelids", cfg.w_eyelids)):
+        for b, w in (("expr", self.w_expr), ("eyelids", cfg.w_eyelids)):
             if b in self.blocks:
                 put(b, math.sqrt(w) * torch.eye(self.sizes[b], dtype=self.dt))
                 r += self.sizes[b]
@@ -419,7 +421,7 @@ class SparseProblem:
             if self.shape_prior is not None:
                 out.append(math.sqrt(cfg.w_shape_prior * self.shape_scale) * (beta - self.shape_prior))
         if "expr" in self.blocks:
-            out.append(math.sqrt(cfg.w_expr) * v["expr"])
+            out.append(math.sqrt(self.w_expr) * v["expr"])
         if "eyelids" in self.blocks:
             out.append(math.sqrt(cfg.w_eyelids) * v["eyelids"])
         if "joints" in self.blocks:

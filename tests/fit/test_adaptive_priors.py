@@ -1,0 +1,126 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Noise-adaptive priors: the cue-noise probe against constructed errors, the prior scale it
+sets, the energy's scaled priors against a numpy reference, and the effect on a fit."""
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from headcast.fit import FitConfig, fit_images
+from headcast.fit import metrics as M
+from headcast.fit import synthetic_cues as sc
+from headcast.fit.energy import EnergyOptions, prepare_frame
+from headcast.fit.result import FrameFit
+from headcast.fit.solver import Fitter
+
+
+def fitter_at_truth(model, truth, cfg=None):
+    """A one-frame Fitter whose parameters are the true ones."""
+    cfg = cfg or FitConfig()
+    f = Fitter(model, cfg, truth.image_size, 1)
+    with torch.no_grad():
+        f.load_shared(truth.shape, truth.intrinsics[0])
+        f.load_frame_fit(FrameFit(0, truth.expression[0], None if truth.eyelids is None else truth.eyelids[0],
+                                  truth.rotations[0], truth.R_head[0], truth.t_head[0], 0.0, True, truth.shape,
+                                  truth.intrinsics[0]))
+    return f
+
+
+def rotation(axis, deg):
+    """Rodrigues' rotation matrix (numpy, float64)."""
+    a = np.asarray(axis, float) / np.linalg.norm(axis)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    t = math.radians(deg)
+    return np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * k @ k
+
+
+def test_cue_noise_measures_a_known_normal_rotation_and_vertex_shift(synthetic_model, scene128):
+    truth, frame = scene128
+    f = fitter_at_truth(synthetic_model, truth)
+    size = truth.image_size
+    exact = f.energy.cue_noise(f.params, [0], [prepare_frame(f.head, frame.cues, f.cfg, size)])
+    # at the truth, exact cues differ from the rendered head by interpolation alone
+    assert exact["normal_deg"] < 1.0 and exact["uv"] * size[1] < 0.3, exact
+
+    # every predicted normal turned by 20 degrees about one axis: a normal n moves by
+    # arccos(cos t + (1 - cos t)(a.n)^2), whose median over the cue's pixels is the reference
+    axis = np.array([1.0, 2.0, 0.5]) / np.linalg.norm([1.0, 2.0, 0.5])
+    normals = frame.cues.normals.reshape(-1, 3).astype(np.float64)
+    turned_n = normals @ rotation(axis, 20.0).T
+    valid = frame.cues.normal_mask.reshape(-1)
+    cos_t = math.cos(math.radians(20.0))
+    expected = np.degrees(np.arccos(np.clip(cos_t + (1 - cos_t) * (normals[valid] @ axis) ** 2, -1, 1)))
+    turned = replace(frame.cues, normals=turned_n.reshape(frame.cues.normals.shape).astype(np.float32))
+    noise = f.energy.cue_noise(f.params, [0], [prepare_frame(f.head, turned, f.cfg, size)])
+    assert abs(noise["normal_deg"] - np.median(expected)) < 0.5, (noise, np.median(expected))
+
+    # every correspondence target moved by (3, 4) px: the median residual is 5 px
+    prepared = prepare_frame(f.head, frame.cues, f.cfg, size)
+    prepared.corr_target = prepared.corr_target + torch.tensor([3.0, 4.0], dtype=prepared.corr_target.dtype)
+    noise = f.energy.cue_noise(f.params, [0], [prepared])
+    assert abs(noise["uv"] * size[1] - 5.0) < 0.3, noise
+
+    # a cue that is not there is not measured
+    only_uv = replace(frame.cues, normals=None, normal_mask=None)
+    assert "normal_deg" not in f.energy.cue_noise(f.params, [0], [prepare_frame(f.head, only_uv, f.cfg, size)])
+
+
+@pytest.mark.parametrize("noise, expected", [
+    ({"normal_deg": 6.5, "uv": 0.25 * 1.4 / 256}, 0.25),  # ratios 1 and 1/4: geometric mean 1/2
+    ({"normal_deg": 0.65}, 0.01),
+    ({"normal_deg": 30.0, "uv": 0.1}, 1.0),  # noisier than the tuning: the priors stay
+    ({"normal_deg": 1e-4, "uv": 1e-7}, 1e-3),  # never below prior_scale_min
+    ({}, 1.0),  # nothing to judge by
+])
+def test_prior_scale_from_the_measured_noise(synthetic_model, monkeypatch, noise, expected):
+    cfg = FitConfig(noise_ref_normal_deg=6.5, noise_ref_uv=1.4 / 256, prior_scale_min=1e-3)
+    f = Fitter(synthetic_model, cfg, (64, 64), 1)
+    monkeypatch.setattr(f.energy, "cue_noise", lambda *a: dict(noise))
+    assert f.probe_noise([0], [None]) == pytest.approx(expected, rel=1e-9)
+    assert f.prior_scale == pytest.approx(expected, rel=1e-9) and f.cue_noise == noise
+
+
+def test_scaled_priors_match_a_numpy_reference(synthetic_model, scene128):
+    truth, frame = scene128
+    cfg = FitConfig()
+    f = fitter_at_truth(synthetic_model, truth, cfg)
+    prepared = prepare_frame(f.head, frame.cues, cfg, truth.image_size)
+    e = {s: float(f.energy(f.params, [0], [prepared], EnergyOptions(prior_scale=s))[0]) for s in (1.0, 0.25)}
+    beta = truth.shape[: cfg.n_shape].astype(np.float64)
+    psi = truth.expression[0, : cfg.n_expr].astype(np.float64)
+    scaled = cfg.w_shape * (beta ** 2).sum() + cfg.w_expr * (psi ** 2).sum()
+    # only the identity and expression priors change, by (1 - 0.25) of their value
+    assert e[1.0] - e[0.25] == pytest.approx(0.75 * scaled, rel=1e-4)
+
+
+def test_prior_scale_is_kept_with_the_optimiser_state(synthetic_model):
+    a = Fitter(synthetic_model, FitConfig(), (64, 64), 2)
+    a.prior_scale, a.cue_noise = 0.037, {"normal_deg": 1.0}
+    b = Fitter(synthetic_model, FitConfig(), (64, 64), 2)
+    b.load_optimiser_state(1, a.optimiser_state(1), shared=True)
+    assert b.prior_scale == pytest.approx(0.037) and b.cue_noise is not None  # not probed again
+    c = Fitter(synthetic_model, FitConfig(), (64, 64), 2)
+    c.load_optimiser_state(1, a.optimiser_state(1), shared=False)
+    assert c.prior_scale == 1.0 and c.cue_noise is None
+
+
+def test_clean_cues_relax_the_priors_and_fit_closer(synthetic_model, scene128, exact_fit128):
+    truth, frame = scene128
+    m = synthetic_model
+    adaptive, _ = exact_fit128
+    assert adaptive.info["prior_scale"] < 0.1, adaptive.info
+    fixed = fit_images(m, [frame.cues], FitConfig(steps=400, adaptive_priors=False))
+    assert fixed.info["prior_scale"] == 1.0 and fixed.info["cue_noise"] == {}
+    err_adaptive = M.posed_error_mm(m, adaptive, truth)[0]
+    err_fixed = M.posed_error_mm(m, fixed, truth)[0]
+    assert err_adaptive < 0.85 * err_fixed, (err_adaptive, err_fixed)
+
+
+def test_noisy_cues_keep_the_priors(synthetic_model, scene128):
+    _, frame = scene128
+    cues = sc.corrupt(frame, np.random.default_rng(5), sc.REALISTIC)
+    fit = fit_images(synthetic_model, [cues], FitConfig(steps=100, camera_steps=60))
+    noise = fit.info["cue_noise"]
+    assert noise["normal_deg"] > 4.0 and fit.info["prior_scale"] > 0.5, fit.info
