@@ -100,8 +100,9 @@ class FitConfig:
     # the fit, r the geometric mean of the two noise ratios (noise / noise_ref). noise_ref is
     # what the probe measures under the synthetic benchmark's realistic corruption, at which the
     # weights above are tuned; noisier cues keep them. Exact cues probe at about 0.7 deg and
-    # 0.35 px, which scales the priors by ~0.03. Measured (3 scenes, 256², 500 steps): exact cues
-    # 0.494 -> 0.372 mm, realistic unchanged (scale 1); see BENCHMARKS.md.
+    # 0.35 px, which scales the priors by ~0.03; realistic corruption probes at 6.5-7.7 deg and
+    # 1.3-1.6 px (scale 1). Benchmark (5 scenes, 256², 500 steps), this and the priors above
+    # together: exact cues 0.484 -> 0.321 mm, realistic 1.620 -> 1.538 mm (BENCHMARKS.md).
     adaptive_priors: bool = True
     noise_probe_at: float = 0.4
     noise_ref_normal_deg: float = 6.5
