@@ -193,10 +193,7 @@ class Energy:
         if need_raster:
             raster = rasterize(screen, head.faces, (h, w), cull_backfaces=True)
             pix_batch = raster.pixel_batch
-            # covered pixels of each frame, as indices into that frame's flattened cue maps
-            counts = torch.bincount(pix_batch, minlength=b).tolist()
-            local = (raster.pixel_index - pix_batch * (h * w)).split(counts)
-            cue_px = self._gather_pixels(frames, local) if (has_normals or has_uv) else None
+            cue_px = self._gather_pixels(frames, raster) if (has_normals or has_uv) else None
 
         if has_normals:
             n_px, target, mask = self._pixel_normals(v_normals, raster, cue_px)
@@ -297,7 +294,6 @@ class Energy:
         do not count: this measures the noise the inliers carry."""
         cfg, head = self.cfg, self.head
         rows_t = torch.as_tensor(rows, dtype=torch.long)
-        b = len(rows)
         h, w = self.size
         has_normals = cfg.w_normal > 0 and any(f.normals is not None for f in frames)
         has_corr = cfg.w_uv_vertex > 0 and any(f.corr_ids is not None and len(f.corr_ids) for f in frames)
@@ -307,9 +303,7 @@ class Energy:
         _, _, _, v_normals, _, screen = self._posed(params, rows_t, has_normals, None)
         raster = rasterize(screen, head.faces, (h, w), cull_backfaces=True)
         if has_normals:
-            counts = torch.bincount(raster.pixel_batch, minlength=b).tolist()
-            local = (raster.pixel_index - raster.pixel_batch * (h * w)).split(counts)
-            n_px, target, mask = self._pixel_normals(v_normals, raster, self._gather_pixels(frames, local))
+            n_px, target, mask = self._pixel_normals(v_normals, raster, self._gather_pixels(frames, raster))
             ok = mask > 0
             if int(ok.sum()) >= 50:
                 tgt = target[ok] / target[ok].norm(dim=-1, keepdim=True).clamp_min(1e-8)
@@ -355,7 +349,6 @@ class Energy:
             mask = mask * (px[:, 3].detach() < 1e-3).to(v_normals.dtype)
         return n_px, target, mask
 
-
     def _stack(self, frames, name: str, mask_name: str | None, shape):
         dt = self.head.dtype
         vals, masks = [], []
@@ -369,8 +362,13 @@ class Energy:
                 masks.append(getattr(f, mask_name) if mask_name else torch.ones(shape[:2], dtype=dt))
         return torch.stack(vals), torch.stack(masks)
 
-    def _gather_pixels(self, frames, local) -> torch.Tensor:
-        """The packed per-pixel cues [N, 7] at the covered pixels (zero for frames without them)."""
+    def _gather_pixels(self, frames, raster) -> torch.Tensor:
+        """The packed per-pixel cues [N, 7] at the raster's covered pixels (zero for frames
+        without them)."""
+        h, w = self.size
+        # covered pixels of each frame, as indices into that frame's flattened cue maps
+        counts = torch.bincount(raster.pixel_batch, minlength=len(frames)).tolist()
+        local = (raster.pixel_index - raster.pixel_batch * (h * w)).split(counts)
         parts = []
         for f, idx in zip(frames, local):
             if f.pixel_table is None:

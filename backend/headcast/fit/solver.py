@@ -306,7 +306,10 @@ class Fitter:
             out[f"c_{name}"] = sel(opt.count[name]).clone().numpy()
         # depth is stored relative to this reference focal parameter (see Params.translation)
         out["focal_ref"] = self.params.focal_ref.clone().numpy()
-        out["prior_scale"] = np.float64(self.prior_scale)
+        # the probe's outcome: a resumed fit keeps it and does not probe again
+        if self.cue_noise is not None:
+            out["prior_scale"] = np.float64(self.prior_scale)
+            out.update({f"noise_{k}": np.float64(v) for k, v in self.cue_noise.items()})
         return out
 
     @torch.no_grad()
@@ -317,7 +320,7 @@ class Fitter:
             self.params.focal_ref.copy_(torch.as_tensor(np.asarray(state["focal_ref"]), dtype=self.params.focal_ref.dtype))
         if shared and "prior_scale" in state:
             self.prior_scale = float(state["prior_scale"])
-            self.cue_noise = self.cue_noise or {}  # probed before: a resumed fit does not probe again
+            self.cue_noise = {k[len("noise_"):]: float(v) for k, v in state.items() if k.startswith("noise_")}
         for name, t in opt.tensors.items():
             if f"p_{name}" not in state or (name not in opt.per_frame and not shared):
                 continue
