@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -49,9 +50,7 @@ class Fitter:
             full = np.zeros(self.head.n_shape)
             full[: len(sp)] = sp
             self.shape_prior = torch.as_tensor(full, dtype=self.head.dtype)
-        lr = dict(config.lr)
-        lr["joints"] = self.params.joint_lr(config.lr)
-        self.opt = RowAdam(self.params.tensors(), PER_FRAME, lr)
+        self.opt = RowAdam(self.params.tensors(), PER_FRAME, self._learning_rates(config.lr))
         self.monitor = monitor or Monitor()
         self.frame_loss = np.zeros(n_frames)
         self.steps_taken = np.zeros(n_frames, dtype=np.int64)
@@ -95,6 +94,22 @@ class Fitter:
                 else EnergyOptions(dense=True, uv_vertex=False, landmarks=False, regularize=False))
         steps = cfg.camera_steps if sparse else max(1, cfg.camera_steps // 3)
         self.run(stage, [row], [frame], steps, active, opts, label=row, total=total, lr_scale=2.0)
+
+    def _learning_rates(self, lr: dict) -> dict:
+        """RowAdam's table from per-group rates (the joints get a per-joint column)."""
+        table = dict(lr)
+        table["joints"] = self.params.joint_lr(lr)
+        return table
+
+    @contextmanager
+    def learning_rates(self, changes: dict):
+        """Within the block, the groups named in ``changes`` step at those rates."""
+        saved = self.opt.base_lr
+        self.opt.base_lr = self._learning_rates({**self.cfg.lr, **changes})
+        try:
+            yield
+        finally:
+            self.opt.base_lr = saved
 
     def energy_at(self, size: tuple[int, int]) -> Energy:
         """The energy at another render size (coarse passes); the parameters do not depend on
@@ -175,8 +190,14 @@ class Fitter:
         batches: optional callable (step, frames_by_row) -> (rows, frames) for mini-batches.
 
         The first such stage of a fit also probes the cue noise at ``noise_probe_at`` of its
-        steps and sets the prior scale from it (:meth:`probe_noise`).
+        steps and sets the prior scale from it (:meth:`probe_noise`). The blendshape
+        coefficients and the jaw step at ``lr_full_fit`` here (these stages solve them from
+        the mean head; see the config).
         """
+        with self.learning_rates(self.cfg.lr_full_fit):
+            self._coarse_to_fine(stage, rows, cues, frames, steps, active, opts, label, total, batches)
+
+    def _coarse_to_fine(self, stage, rows, cues, frames, steps, active, opts, label, total, batches) -> None:
         cfg = self.cfg
         k = max(1, int(cfg.coarse_downsample))
         n_coarse = int(round(cfg.coarse_fraction * steps)) if k > 1 else 0
