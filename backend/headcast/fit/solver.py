@@ -103,7 +103,8 @@ class Fitter:
 
     @contextmanager
     def learning_rates(self, changes: dict):
-        """Within the block, the groups named in ``changes`` step at those rates."""
+        """Within the block, the groups named in ``changes`` step at those rates and the others
+        at ``config.lr``; the table in force before is restored afterwards."""
         saved = self.opt.base_lr
         self.opt.base_lr = self._learning_rates({**self.cfg.lr, **changes})
         try:
@@ -198,6 +199,7 @@ class Fitter:
             self._coarse_to_fine(stage, rows, cues, frames, steps, active, opts, label, total, batches)
 
     def _coarse_to_fine(self, stage, rows, cues, frames, steps, active, opts, label, total, batches) -> None:
+        """The body of :meth:`run_coarse_to_fine`, at whatever learning rates are in force."""
         cfg = self.cfg
         k = max(1, int(cfg.coarse_downsample))
         n_coarse = int(round(cfg.coarse_fraction * steps)) if k > 1 else 0
