@@ -248,7 +248,8 @@ def _frame_parameters(fit, prep: _Prepared, fit_size: int, frame_indices: np.nda
 
 
 def _noise_note(fit, size: int) -> str:
-    """What the fit measured of its cues' noise and how it set the priors (FitConfig.adaptive_priors)."""
+    """What the fit measured of its cues' noise and how it set the priors and the 2-D vertex
+    term's weight (FitConfig.adaptive_priors, FitConfig.uv_noise_full_weight)."""
     noise = fit.info.get("cue_noise") or {}
     parts = []
     if "normal_deg" in noise:
@@ -256,7 +257,11 @@ def _noise_note(fit, size: int) -> str:
     if "uv" in noise:
         parts.append(f"uv correspondences {noise['uv'] * size:.2f} px")
     measured = ", ".join(parts) if parts else "not measured"
-    return f"cue noise (median residual): {measured}; identity/expression priors x{fit.info.get('prior_scale', 1.0):.3g}"
+    note = f"cue noise (median residual): {measured}; identity/expression priors x{fit.info.get('prior_scale', 1.0):.3g}"
+    if "uv" in noise:
+        note += f"; uv correspondences weighted x{fit.info.get('uv_vertex_scale', 1.0):.3g}"
+    return note
+
 
 def _write(output: Path, choice: ModelChoice, fit, prep: _Prepared, fit_size: int, frame_indices, source: str,
            fps: float, settings: Settings, weights: dict, timings: dict, frame_sources: list | None = None) -> Path:

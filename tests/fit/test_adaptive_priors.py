@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Noise-adaptive priors: the cue-noise probe against constructed errors, the prior scale it
-sets, the energy's scaled priors against a numpy reference, and the effect on a fit."""
+"""Noise-adaptive priors: the cue-noise probe against constructed errors, the prior scale and
+the 2-D vertex term's scale it sets, the energy's scaled terms against references, and the
+effect on a fit."""
 import math
 from dataclasses import replace
 
@@ -78,6 +79,60 @@ def test_prior_scale_from_the_measured_noise(synthetic_model, monkeypatch, noise
     assert f.prior_scale == pytest.approx(expected, rel=1e-9) and f.cue_noise == noise
 
 
+@pytest.mark.parametrize("uv_px, expected", [
+    (0.35, 1.0),  # cleaner than uv_noise_full_weight: full weight
+    (1.0, 0.49),  # (0.7 / 1.0)^2
+    (1.4, 0.25),  # the realistic tuning level
+    (5.0, 0.25),  # never below uv_vertex_scale_min
+    (None, 1.0),  # no uv cue: nothing to judge by
+])
+def test_vertex_term_scale_from_the_measured_uv_noise(synthetic_model, monkeypatch, uv_px, expected):
+    cfg = FitConfig(uv_noise_full_weight=0.7 / 256, uv_vertex_scale_min=0.25)
+    f = Fitter(synthetic_model, cfg, (64, 64), 1)
+    noise = {"normal_deg": 3.0} if uv_px is None else {"normal_deg": 3.0, "uv": uv_px / 256}
+    monkeypatch.setattr(f.energy, "cue_noise", lambda *a: dict(noise))
+    f.probe_noise([0], [None])
+    assert f.uv_vertex_scale == pytest.approx(expected, rel=1e-9)
+    assert f.result(np.ones(1, bool), True).info["uv_vertex_scale"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_vertex_term_scales_in_the_energy_and_the_sparse_problem(synthetic_model, scene128):
+    """The 2-D vertex term of the energy is linear in its scale (every other term is unchanged),
+    and the Levenberg-Marquardt correspondence residuals scale by its square root."""
+    from headcast.fit.sparse_solve import SparseProblem
+
+    truth, frame = scene128
+    cfg = FitConfig()
+    f = fitter_at_truth(synthetic_model, truth, cfg)
+    # move the head a little so the correspondences have residuals
+    with torch.no_grad():
+        f.params.t[0, 0] += 0.004
+    prepared = prepare_frame(f.head, frame.cues, cfg, truth.image_size)
+    full = f.energy(f.params, [0], [prepared], EnergyOptions())
+    part = f.energy(f.params, [0], [prepared], EnergyOptions(uv_vertex_scale=0.3))
+    assert float(full[2]["uv_vertex"][0]) > 0
+    assert float(part[2]["uv_vertex"][0]) == pytest.approx(0.3 * float(full[2]["uv_vertex"][0]), rel=1e-5)
+    for k in full[2]:
+        if k != "uv_vertex":
+            assert float(part[2][k][0]) == pytest.approx(float(full[2][k][0]), rel=1e-6), k
+
+    blocks = ["expr", "joints", "R", "t"]
+    r1 = SparseProblem(f, 0, prepared, blocks)
+    f.uv_vertex_scale = 0.3
+    r2 = SparseProblem(f, 0, prepared, blocks)
+    n = 2 * len(r1.corr_ids)
+    assert n > 0 and torch.equal(r1.corr_ids, r2.corr_ids)
+    a, b = r1.residuals(r1.pack())[:n], r2.residuals(r2.pack())[:n]
+    np.testing.assert_allclose(b.numpy(), math.sqrt(0.3) * a.numpy(), rtol=1e-5, atol=1e-9)
+    # Fitter.run hands the scale to the energy
+    seen = []
+    energy = f.energy
+    f.energy = lambda params, rows, frames, opts, prior: seen.append(opts.uv_vertex_scale) or energy(
+        params, rows, frames, opts, prior)
+    f.run("fit", [0], [prepared], 1, {"expr"})
+    assert seen == [0.3]
+
+
 def test_scaled_priors_match_a_numpy_reference(synthetic_model, scene128):
     truth, frame = scene128
     cfg = FitConfig()
@@ -93,13 +148,14 @@ def test_scaled_priors_match_a_numpy_reference(synthetic_model, scene128):
 
 def test_prior_scale_is_kept_with_the_optimiser_state(synthetic_model):
     a = Fitter(synthetic_model, FitConfig(), (64, 64), 2)
-    a.prior_scale, a.cue_noise = 0.037, {"normal_deg": 1.0}
+    a.prior_scale, a.uv_vertex_scale, a.cue_noise = 0.037, 0.4, {"normal_deg": 1.0}
     b = Fitter(synthetic_model, FitConfig(), (64, 64), 2)
     b.load_optimiser_state(1, a.optimiser_state(1), shared=True)
     assert b.prior_scale == pytest.approx(0.037) and b.cue_noise == {"normal_deg": 1.0}  # not probed again
+    assert b.uv_vertex_scale == pytest.approx(0.4)
     c = Fitter(synthetic_model, FitConfig(), (64, 64), 2)
     c.load_optimiser_state(1, a.optimiser_state(1), shared=False)
-    assert c.prior_scale == 1.0 and c.cue_noise is None
+    assert c.prior_scale == 1.0 and c.uv_vertex_scale == 1.0 and c.cue_noise is None
 
 
 def test_clean_cues_relax_the_priors_and_fit_closer(synthetic_model, scene128, exact_fit128):
@@ -120,3 +176,4 @@ def test_noisy_cues_keep_the_priors(synthetic_model, scene128):
     fit = fit_images(synthetic_model, [cues], FitConfig(steps=100, camera_steps=60))
     noise = fit.info["cue_noise"]
     assert noise["normal_deg"] > 4.0 and fit.info["prior_scale"] > 0.5, fit.info
+    assert fit.info["uv_vertex_scale"] < 0.5, fit.info  # the warped uv map weighs less

@@ -139,6 +139,7 @@ class EnergyOptions:
     robust_init: bool = False  # Cauchy vertex loss, no pixel cut, no visibility (camera init)
     shape_scale: float = 1.0  # weight of the shared-parameter priors (batch / frames)
     prior_scale: float = 1.0  # noise-adaptive scale of the identity and expression priors
+    uv_vertex_scale: float = 1.0  # noise-adaptive scale of the 2-D vertex term
     identity: torch.Tensor | None = None  # precomputed identity offset while the shape is frozen
 
 
@@ -216,14 +217,14 @@ class Energy:
 
         if has_corr:
             proj, target, valid, ids = self._gather_corr(frames, screen)
+            w_corr = cfg.w_uv_vertex * opts.uv_vertex_scale
             if opts.robust_init:
-                terms["uv_vertex"] = cfg.w_uv_vertex * L.robust_vertex_loss(proj, target, valid, self.width,
-                                                                            scale_px=0.05 * self.width)
+                terms["uv_vertex"] = w_corr * L.robust_vertex_loss(proj, target, valid, self.width,
+                                                                   scale_px=0.05 * self.width)
             else:
                 vis = vertex_visibility(screen, raster, tol=cfg.visibility_tol, radius=1, ids=ids)
                 valid = valid * vis.to(dt)
-                terms["uv_vertex"] = cfg.w_uv_vertex * L.uv_vertex_loss(proj, target, valid, self.width,
-                                                                        self.dist_px)
+                terms["uv_vertex"] = w_corr * L.uv_vertex_loss(proj, target, valid, self.width, self.dist_px)
                 if has_vn:
                     n_t, n_ok = self._gather_corr_normals(frames, ids.shape[1])
                     inlier = valid * n_ok * ((proj - target).detach().abs().sum(-1) < self.dist_px).to(dt)

@@ -56,6 +56,7 @@ class Fitter:
         self.steps_taken = np.zeros(n_frames, dtype=np.int64)
         # noise-adaptive scale of the identity and expression priors (see FitConfig.adaptive_priors)
         self.prior_scale = 1.0
+        self.uv_vertex_scale = 1.0  # and of the 2-D vertex term (see FitConfig.uv_noise_full_weight)
         self.cue_noise: dict | None = None  # what the probe measured (None: not probed yet)
 
     # ---- camera initialisation ---------------------------------------------------------------
@@ -148,7 +149,7 @@ class Fitter:
         Returns the last total loss.
         """
         cfg = self.cfg
-        opts = replace(opts or EnergyOptions(), prior_scale=self.prior_scale)
+        opts = replace(opts or EnergyOptions(), prior_scale=self.prior_scale, uv_vertex_scale=self.uv_vertex_scale)
         if "shape" not in active and opts.identity is None:
             # the identity is frozen in this stage: evaluate its blendshapes once
             with torch.no_grad():
@@ -227,7 +228,8 @@ class Fitter:
     def probe_noise(self, rows: list[int], frames: list[PreparedFrame], energy: Energy | None = None) -> float:
         """Measure the cue noise against the current fit (:meth:`Energy.cue_noise`, on up to
         ``max_images_per_step`` of the rows) and set the prior scale to clip(r^2, prior_scale_min,
-        1), r the geometric mean over the cues of noise / reference. Returns the scale."""
+        1), r the geometric mean over the cues of noise / reference; with a uv cue, also the 2-D
+        vertex term's scale (see ``FitConfig.uv_noise_full_weight``). Returns the prior scale."""
         cfg = self.cfg
         if len(rows) > cfg.max_images_per_step:
             pick = np.linspace(0, len(rows) - 1, cfg.max_images_per_step).round().astype(int)
@@ -246,6 +248,9 @@ class Fitter:
         scale = float(np.clip(ratio ** 2, cfg.prior_scale_min, 1.0))
         self.cue_noise = noise
         self.prior_scale = scale
+        if "uv" in noise:
+            self.uv_vertex_scale = float(np.clip((cfg.uv_noise_full_weight / max(noise["uv"], 1e-12)) ** 2,
+                                                 cfg.uv_vertex_scale_min, 1.0))
         return scale
 
     def smoothness(self, rows: list[int], spec: dict) -> torch.Tensor:
@@ -332,6 +337,7 @@ class Fitter:
         # the probe's outcome: a resumed fit keeps it and does not probe again
         if self.cue_noise is not None:
             out["prior_scale"] = np.float64(self.prior_scale)
+            out["uv_vertex_scale"] = np.float64(self.uv_vertex_scale)
             out.update({f"noise_{k}": np.float64(v) for k, v in self.cue_noise.items()})
         return out
 
@@ -343,6 +349,7 @@ class Fitter:
             self.params.focal_ref.copy_(torch.as_tensor(np.asarray(state["focal_ref"]), dtype=self.params.focal_ref.dtype))
         if shared and "prior_scale" in state:
             self.prior_scale = float(state["prior_scale"])
+            self.uv_vertex_scale = float(state.get("uv_vertex_scale", 1.0))
             self.cue_noise = {k[len("noise_"):]: float(v) for k, v in state.items() if k.startswith("noise_")}
         for name, t in opt.tensors.items():
             if f"p_{name}" not in state or (name not in opt.per_frame and not shared):
@@ -399,7 +406,8 @@ class Fitter:
                 rotations=rots, R_head=R, t_head=p.translation(rows).double().numpy(), intrinsics=K,
                 shared_camera=shared_camera, loss=self.frame_loss.copy(), valid=np.asarray(valid, bool),
                 joint_names=tuple(m.joint_names), model_name=m.name, licence=m.licence,
-                info={**(info or {}), "prior_scale": self.prior_scale, "cue_noise": dict(self.cue_noise or {})})
+                info={**(info or {}), "prior_scale": self.prior_scale, "uv_vertex_scale": self.uv_vertex_scale,
+                      "cue_noise": dict(self.cue_noise or {})})
 
 
 class Timer:

@@ -77,7 +77,8 @@ class SparseProblem:
                 ok = frame.corr_normal_valid[keep] > 0
                 self.vn_ids = self.corr_ids[ok]
                 self.vn_target = frame.corr_normal[keep][ok]
-        self.corr_scale = math.sqrt(cfg.w_uv_vertex / (2.0 * max(len(self.corr_ids), 1))) / self.width
+        self.corr_scale = (math.sqrt(cfg.w_uv_vertex * fitter.uv_vertex_scale / (2.0 * max(len(self.corr_ids), 1)))
+                           / self.width)
         self.vn_scale = math.sqrt(cfg.lm_vertex_normal / (3.0 * max(len(self.vn_ids), 1)))
 
         contour = p.rotations(rows).detach().clone()
