@@ -246,7 +246,6 @@ def _frame_parameters(fit, prep: _Prepared, fit_size: int, frame_indices: np.nda
                            eyelids=fit.eyelids, crop_boxes=crop_boxes, losses=fit.loss, valid=fit.valid)
 
 
-
 def _noise_note(fit, size: int) -> str:
     """What the fit measured of its cues' noise and how it set the priors and the 2-D vertex
     term's weight (FitConfig.adaptive_priors, FitConfig.uv_noise_full_weight)."""

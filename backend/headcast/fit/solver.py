@@ -196,11 +196,6 @@ class Fitter:
         coefficients and the jaw step at ``lr_full_fit`` here (these stages solve them from
         the mean head; see the config).
         """
-        with self.learning_rates(self.cfg.lr_full_fit):
-            self._coarse_to_fine(stage, rows, cues, frames, steps, active, opts, label, total, batches)
-
-    def _coarse_to_fine(self, stage, rows, cues, frames, steps, active, opts, label, total, batches) -> None:
-        """The body of :meth:`run_coarse_to_fine`, at whatever learning rates are in force."""
         cfg = self.cfg
         k = max(1, int(cfg.coarse_downsample))
         n_coarse = int(round(cfg.coarse_fraction * steps)) if k > 1 else 0
@@ -217,13 +212,14 @@ class Fitter:
         probe = int(round(cfg.noise_probe_at * steps)) if cfg.adaptive_priors and self.cue_noise is None else -1
         # segments [a, b) of the stage, split at the level change and at the probe
         cuts = sorted({0, steps, n_coarse} | ({probe} if 0 < probe < steps else set()))
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            _, by_row, energy = max((lv for lv in levels if lv[0] <= a), key=lambda lv: lv[0])
-            pick = None if batches is None else (lambda step, f=by_row: batches(step, f))
-            self.run(stage, rows, [by_row[r] for r in rows], b - a, active, opts, label, total, batches=pick,
-                     energy=energy, schedule=(a, steps))
-            if b == probe:
-                self.probe_noise(rows, [by_row[r] for r in rows], energy)
+        with self.learning_rates(cfg.lr_full_fit):
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                _, by_row, energy = max((lv for lv in levels if lv[0] <= a), key=lambda lv: lv[0])
+                pick = None if batches is None else (lambda step, f=by_row: batches(step, f))
+                self.run(stage, rows, [by_row[r] for r in rows], b - a, active, opts, label, total, batches=pick,
+                         energy=energy, schedule=(a, steps))
+                if b == probe:
+                    self.probe_noise(rows, [by_row[r] for r in rows], energy)
 
     def probe_noise(self, rows: list[int], frames: list[PreparedFrame], energy: Energy | None = None) -> float:
         """Measure the cue noise against the current fit (:meth:`Energy.cue_noise`, on up to
