@@ -64,19 +64,43 @@ def test_cue_noise_measures_a_known_normal_rotation_and_vertex_shift(synthetic_m
     assert "normal_deg" not in f.energy.cue_noise(f.params, [0], [prepare_frame(f.head, only_uv, f.cfg, size)])
 
 
+# probe floors of 1 deg and 0.6 px (of a 256 px width), references 6.5 deg and 1.4 px; a
+# measurement m of a cue counts as sqrt(m^2 - floor^2), and so does the reference
+_REF_N = math.sqrt(6.5 ** 2 - 1.0)  # the normal reference above its floor
+_REF_UV = math.sqrt(1.4 ** 2 - 0.36)  # the uv reference above its floor, px
+
+
+def _at(above: float, floor: float) -> float:
+    """The measurement that is ``above`` over ``floor`` in quadrature."""
+    return math.sqrt(above ** 2 + floor ** 2)
+
+
 @pytest.mark.parametrize("noise, expected", [
-    ({"normal_deg": 6.5, "uv": 0.25 * 1.4 / 256}, 0.25),  # ratios 1 and 1/4: geometric mean 1/2
-    ({"normal_deg": 0.65}, 0.01),
+    ({"normal_deg": 6.5, "uv": _at(0.25 * _REF_UV, 0.6) / 256}, 0.25),  # ratios 1 and 1/4: mean 1/2
+    ({"normal_deg": _at(0.1 * _REF_N, 1.0)}, 0.01),
+    ({"normal_deg": 6.5, "uv": 1.4 / 256}, 1.0),  # at the reference: the tuned priors
     ({"normal_deg": 30.0, "uv": 0.1}, 1.0),  # noisier than the tuning: the priors stay
+    ({"normal_deg": 0.9, "uv": 0.5 / 256}, 1e-3),  # both at the probe's floor: the minimum
     ({"normal_deg": 1e-4, "uv": 1e-7}, 1e-3),  # never below prior_scale_min
+    # one cue at its floor counts as sqrt(prior_scale_min) and does not hide the other's noise
+    ({"normal_deg": 0.5, "uv": 1.4 / 256}, math.sqrt(1e-3)),
     ({}, 1.0),  # nothing to judge by
 ])
 def test_prior_scale_from_the_measured_noise(synthetic_model, monkeypatch, noise, expected):
-    cfg = FitConfig(noise_ref_normal_deg=6.5, noise_ref_uv=1.4 / 256, prior_scale_min=1e-3)
+    cfg = FitConfig(noise_ref_normal_deg=6.5, noise_ref_uv=1.4 / 256, prior_scale_min=1e-3,
+                    noise_floor_normal_deg=1.0, noise_floor_uv=0.6 / 256)
     f = Fitter(synthetic_model, cfg, (64, 64), 1)
     monkeypatch.setattr(f.energy, "cue_noise", lambda *a: dict(noise))
     assert f.probe_noise([0], [None]) == pytest.approx(expected, rel=1e-9)
     assert f.prior_scale == pytest.approx(expected, rel=1e-9) and f.cue_noise == noise
+
+
+def test_without_floors_the_ratio_is_the_plain_noise_ratio(synthetic_model, monkeypatch):
+    cfg = FitConfig(noise_ref_normal_deg=6.5, noise_ref_uv=1.4 / 256, noise_floor_normal_deg=0.0,
+                    noise_floor_uv=0.0)
+    f = Fitter(synthetic_model, cfg, (64, 64), 1)
+    monkeypatch.setattr(f.energy, "cue_noise", lambda *a: {"normal_deg": 3.25, "uv": 0.7 / 256})
+    assert f.probe_noise([0], [None]) == pytest.approx(0.5 * 0.5, rel=1e-9)  # (sqrt(1/2 * 1/2))^2
 
 
 @pytest.mark.parametrize("uv_px, expected", [

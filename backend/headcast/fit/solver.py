@@ -224,23 +224,25 @@ class Fitter:
     def probe_noise(self, rows: list[int], frames: list[PreparedFrame], energy: Energy | None = None) -> float:
         """Measure the cue noise against the current fit (:meth:`Energy.cue_noise`, on up to
         ``max_images_per_step`` of the rows) and set the prior scale to clip(r^2, prior_scale_min,
-        1), r the geometric mean over the cues of noise / reference; with a uv cue, also the 2-D
-        vertex term's scale (see ``FitConfig.uv_noise_full_weight``). Returns the prior scale."""
+        1), r the geometric mean over the cues of noise / reference, both above the probe's own
+        floor (:func:`above_floor`); with a uv cue, also the 2-D vertex term's scale (see
+        ``FitConfig.uv_noise_full_weight``). Returns the prior scale."""
         cfg = self.cfg
         if len(rows) > cfg.max_images_per_step:
             pick = np.linspace(0, len(rows) - 1, cfg.max_images_per_step).round().astype(int)
             rows, frames = [rows[i] for i in pick], [frames[i] for i in pick]
         noise = (energy or self.energy).cue_noise(self.params, rows, frames)
         ratios = []
-        if "normal_deg" in noise:
-            ratios.append(noise["normal_deg"] / cfg.noise_ref_normal_deg)
-        if "uv" in noise:
-            ratios.append(noise["uv"] / cfg.noise_ref_uv)
-        # Geometric mean of the cues' noise ratios: each cue's residual also carries a floor of
-        # its own (pixel quantisation of the correspondences at the probe's render size, the fit
-        # not yet converged), and one cue's floor should not hide how clean the other is.
+        for key, ref, floor in (("normal_deg", cfg.noise_ref_normal_deg, cfg.noise_floor_normal_deg),
+                                ("uv", cfg.noise_ref_uv, cfg.noise_floor_uv)):
+            if key in noise:  # the reference was measured by the same probe: it has the floor too
+                ratios.append(above_floor(noise[key], floor) / max(above_floor(ref, floor), 1e-12))
+        # Geometric mean of the cues' noise ratios, each at least sqrt(prior_scale_min): a cue
+        # measured at its floor (exactly clean as far as the probe can tell) then brings the
+        # scale down by as much as the minimum allows, without hiding how noisy the other is.
         # Without a dense cue there is nothing to judge the noise by: the priors stay as tuned.
-        ratio = float(np.exp(np.mean(np.log(np.maximum(ratios, 1e-6))))) if ratios else 1.0
+        least = math.sqrt(cfg.prior_scale_min)
+        ratio = float(np.exp(np.mean(np.log(np.maximum(ratios, least))))) if ratios else 1.0
         scale = float(np.clip(ratio ** 2, cfg.prior_scale_min, 1.0))
         self.cue_noise = noise
         self.prior_scale = scale
@@ -404,6 +406,12 @@ class Fitter:
                 joint_names=tuple(m.joint_names), model_name=m.name, licence=m.licence,
                 info={**(info or {}), "prior_scale": self.prior_scale, "uv_vertex_scale": self.uv_vertex_scale,
                       "cue_noise": dict(self.cue_noise or {})})
+
+
+def above_floor(measured: float, floor: float) -> float:
+    """The part of a measured residual that is not the probe's own floor, the two taken as
+    independent: sqrt(max(measured^2 - floor^2, 0))."""
+    return math.sqrt(max(measured * measured - floor * floor, 0.0))
 
 
 class Timer:
