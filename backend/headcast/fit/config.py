@@ -109,12 +109,13 @@ class FitConfig:
     # frame of a clip) the fit measures how far its cues are from the head so far: the median
     # angle between rendered and predicted normals, and the median 2-D vertex residual. w_shape,
     # w_shape_prior and w_expr are then scaled by clip(r^2, prior_scale_min, 1) for the rest of
-    # the fit, r the geometric mean of the two noise ratios (noise / noise_ref). noise_ref is
-    # what the probe measures under the synthetic benchmark's realistic corruption, at which the
-    # weights above are tuned; noisier cues keep them. Exact cues probe at about 0.7 deg and
-    # 0.35 px, which scales the priors by ~0.03; realistic corruption probes at 6.5-7.7 deg and
-    # 1.3-1.6 px (scale 1). Benchmark (5 scenes, 256², 500 steps), this and the priors above
-    # together: exact cues 0.484 -> 0.321 mm, realistic 1.620 -> 1.538 mm (BENCHMARKS.md).
+    # the fit, r the geometric mean of the two noise ratios (noise / noise_ref, both above the
+    # probe's floor below). noise_ref is what the probe measures under the synthetic benchmark's
+    # realistic corruption, at which the weights above are tuned; noisier cues keep them.
+    # Realistic corruption probes at 6.2-7.7 deg and 1.3-1.6 px (scale 0.9-1); exact cues at
+    # the floor (scale prior_scale_min). Benchmark (5 scenes, 256², 500 steps), this (without
+    # the floor) and the priors above together: exact cues 0.484 -> 0.321 mm, realistic 1.620
+    # -> 1.538 mm.
     adaptive_priors: bool = True
     noise_probe_at: float = 0.4
     noise_ref_normal_deg: float = 6.5
@@ -125,7 +126,7 @@ class FitConfig:
     # so cues at the reference level keep the tuned priors. Without it exact cues kept a prior
     # scale of ~0.03, whose pull alone moves a fit started at the truth to 0.30-0.44 mm; with it
     # they probe at prior_scale_min (5 scenes, 256², 500 steps: 0.250 -> 0.225 mm; 5 more
-    # scenes 0.226; realistic unchanged, 1.365 -> 1.369).
+    # scenes 0.226; realistic unchanged, 1.365 -> 1.367).
     noise_floor_normal_deg: float = 1.0
     noise_floor_uv: float = 0.6 / 256.0
     prior_scale_min: float = 1e-3
