@@ -241,7 +241,7 @@ class Fitter:
         # measured at its floor (exactly clean as far as the probe can tell) then brings the
         # scale down by as much as the minimum allows, without hiding how noisy the other is.
         # Without a dense cue there is nothing to judge the noise by: the priors stay as tuned.
-        least = math.sqrt(cfg.prior_scale_min)
+        least = math.sqrt(max(cfg.prior_scale_min, 1e-12))
         ratio = float(np.exp(np.mean(np.log(np.maximum(ratios, least))))) if ratios else 1.0
         scale = float(np.clip(ratio ** 2, cfg.prior_scale_min, 1.0))
         self.cue_noise = noise
