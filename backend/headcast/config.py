@@ -57,6 +57,8 @@ class FitSettings:
     smooth_neck: float = 1000.0
     smooth_rotation: float = 2000.0
     smooth_translation: float = 15200.0
+    # mirror-symmetry prior on the shaped mesh (Pixel3DMM's tracker: 5000; ours off, see FitConfig.w_mirror)
+    mirror_symmetry: float = 0.0
 
 
 @dataclass

@@ -38,3 +38,13 @@ def test_bad_config_file_names_file_and_key(tmp_path, text, message):
 def test_bad_environment_variable_is_named(tmp_path):
     with pytest.raises(ConfigError, match="HEADCAST_FIT_USE_NORMALS: expected true/false"):
         load_settings(tmp_path / "none.toml", env={"HEADCAST_FIT_USE_NORMALS": "maybe"})
+
+
+def test_fit_settings_reach_the_fit_config(tmp_path):
+    from headcast.pipeline import fit_config
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[fit]\nsteps = 321\nmirror_symmetry = 5000.0\nsmooth_neck = 7.0\n")
+    fc = fit_config(load_settings(cfg, env={}))
+    assert (fc.steps, fc.w_mirror, fc.smooth_weights["neck"]) == (321, 5000.0, 7.0)
+    assert fit_config(load_settings(tmp_path / "missing.toml", env={})).w_mirror == 0.0

@@ -163,6 +163,7 @@ class Energy:
         self.jaw = names.index("jaw") if "jaw" in names else None
         self.neck = names.index("neck") if "neck" in names else None
         self.eyes = [names.index(n) for n in ("eye_left", "eye_right") if n in names]
+        self.mirror = head.mirror_prior(config.mirror_tol, config.mirror_expression) if config.w_mirror > 0 else None
 
     # ------------------------------------------------------------------------------------
 
@@ -265,6 +266,9 @@ class Energy:
             reg = reg + cfg.w_eye_symmetry * L.squared_norm(joints[:, self.eyes[0]] - joints[:, self.eyes[1]])
         if self.head.has_eyelids:
             reg = reg + cfg.w_eyelids * L.squared_norm(params.eyelids[rows])
+        if self.mirror is not None:
+            scale = prior_scale if cfg.mirror_adaptive else 1.0
+            reg = reg + cfg.w_mirror * scale * self.mirror.energy(params.shape, expr if cfg.mirror_expression else None)
         terms["prior"] = reg
 
     def shared_prior(self, params: Params, shape_prior: torch.Tensor | None, prior_scale: float = 1.0) -> torch.Tensor:

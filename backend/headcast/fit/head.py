@@ -105,6 +105,20 @@ class FitHead:
     def joint(self, name: str) -> int | None:
         return self.joint_index.get(name)
 
+    def mirror_prior(self, tol: float, with_expression: bool):
+        """The mirror-symmetry prior of this head (:class:`headcast.fit.symmetry.MirrorPrior`),
+        built once per setting; None when under half the template's vertices have a mirror
+        partner within ``tol`` (a model whose left-right axis is not x)."""
+        key = (float(tol), bool(with_expression))
+        cache = self.__dict__.setdefault("_mirror", {})
+        if key not in cache:
+            from .symmetry import MirrorPrior
+            layer = self.layer
+            prior = MirrorPrior(layer.v_template.double().numpy(), layer.shapedirs.double().numpy(),
+                                layer.exprdirs.double().numpy() if with_expression else None, tol, self.dtype)
+            cache[key] = prior if prior.fraction >= 0.5 else None
+        return cache[key]
+
     # ---- forward -------------------------------------------------------------------------
 
     def identity_offset(self, shape: torch.Tensor) -> torch.Tensor:
