@@ -8,8 +8,9 @@ mean squared distance between each vertex of the shaped mesh (template + identit
 expression blendshapes, rest pose) and its mirror partner reflected through the x = 0 plane.
 
 The partner of a vertex is the template vertex nearest to its reflection, kept when closer
-than a tolerance (FLAME's template is symmetric to well under a millimetre; vertices without a
-partner are left out). The shaped mesh is linear in the coefficients, so the residuals are
+than a tolerance, so a template that is only nearly symmetric still pairs up; vertices without
+a partner are left out, and partners need not be mutual (the official index is a mutual pairing
+for most but not all of FLAME's vertices). The shaped mesh is linear in the coefficients, so the residuals are
 ``r = a0 + A_shape @ beta + A_expr @ psi`` with ``A`` precomputed.
 """
 from __future__ import annotations
