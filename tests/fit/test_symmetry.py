@@ -14,7 +14,7 @@ from headcast.fit.symmetry import REFLECT, MirrorPrior, mirror_partners
 
 def symmetric_template(rng, n_half=40, n_mid=6):
     """Points in pairs (x, y, z) / (-x, y, z), some on the plane x = 0, one without a partner."""
-    half = rng.uniform(0.01, 0.1, size=(n_half, 3)) * np.array([1, 1, 1]) + np.array([0.0, -0.05, -0.05])
+    half = rng.uniform(0.01, 0.1, size=(n_half, 3)) + np.array([0.0, -0.05, -0.05])
     mid = rng.uniform(-0.1, 0.1, size=(n_mid, 3)) * np.array([0, 1, 1])
     lonely = np.array([[0.07, 0.3, 0.3]])
     return np.concatenate([half, half * REFLECT, mid, lonely]), n_half, n_mid

@@ -113,7 +113,6 @@ class FitConfig:
     # It is a term of the Adam energy; the Levenberg-Marquardt steps on the sparse terms leave it out.
     w_mirror: float = 0.0
     mirror_expression: bool = True
-    mirror_adaptive: bool = False  # scaled by the noise-adaptive prior scale too
     mirror_tol: float = 1e-3  # metres: a vertex's partner is the template vertex this near its reflection
     # Noise-adaptive priors (ours). A prior's right weight against the data terms grows with
     # the cues' noise (for Gaussian noise the MAP weight is proportional to its variance). At

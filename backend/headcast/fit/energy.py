@@ -267,8 +267,7 @@ class Energy:
         if self.head.has_eyelids:
             reg = reg + cfg.w_eyelids * L.squared_norm(params.eyelids[rows])
         if self.mirror is not None:
-            scale = prior_scale if cfg.mirror_adaptive else 1.0
-            reg = reg + cfg.w_mirror * scale * self.mirror.energy(params.shape, expr if cfg.mirror_expression else None)
+            reg = reg + cfg.w_mirror * self.mirror.energy(params.shape, expr if cfg.mirror_expression else None)
         terms["prior"] = reg
 
     def shared_prior(self, params: Params, shape_prior: torch.Tensor | None, prior_scale: float = 1.0) -> torch.Tensor:

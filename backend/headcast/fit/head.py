@@ -80,6 +80,7 @@ class FitHead:
             near[eyes] = True
         self.eye_attr = torch.as_tensor(near[:, None], dtype=dtype)
         self.face_ids = model.masks.get("face", np.arange(n_v))
+        self._mirror: dict = {}  # mirror-symmetry priors by (tolerance, with expression), built on demand
         # incident triangles of every vertex, padded with -1: vertex normals of a vertex subset
         f_flat = model.faces.reshape(-1)
         order = np.argsort(f_flat, kind="stable")
@@ -110,14 +111,13 @@ class FitHead:
         built once per setting; None when under half the template's vertices have a mirror
         partner within ``tol`` (a model whose left-right axis is not x)."""
         key = (float(tol), bool(with_expression))
-        cache = self.__dict__.setdefault("_mirror", {})
-        if key not in cache:
+        if key not in self._mirror:
             from .symmetry import MirrorPrior
             layer = self.layer
             prior = MirrorPrior(layer.v_template.double().numpy(), layer.shapedirs.double().numpy(),
                                 layer.exprdirs.double().numpy() if with_expression else None, tol, self.dtype)
-            cache[key] = prior if prior.fraction >= 0.5 else None
-        return cache[key]
+            self._mirror[key] = prior if prior.fraction >= 0.5 else None
+        return self._mirror[key]
 
     # ---- forward -------------------------------------------------------------------------
 

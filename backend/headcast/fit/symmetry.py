@@ -45,18 +45,18 @@ class MirrorPrior:
         j = partner[i]
         self.n_paired = len(i)
         self.fraction = self.n_paired / max(len(template), 1)
-        # one residual per paired vertex (partners need not be mutual), each weighted 1/P
-        weight = np.full(len(i), 1.0 / max(self.n_paired, 1))
+        # one residual per paired vertex (partners need not be mutual), scaled so that the sum
+        # of squares is the mean over the P paired vertices
+        sw = 1.0 / np.sqrt(max(self.n_paired, 1))
         s = REFLECT[None, :, None]
 
         def asym(dirs):
             d = np.asarray(dirs, dtype=np.float64)
-            return (d[i] - s * d[j]).reshape(len(i) * 3, -1)
+            return (d[i] - s * d[j]).reshape(len(i) * 3, -1) * sw
 
-        sw = np.repeat(np.sqrt(weight), 3)[:, None]
-        self.offset = torch.as_tensor(((template[i] - REFLECT * template[j]).reshape(-1, 1) * sw)[:, 0], dtype=dtype)
-        self.shape_matrix = torch.as_tensor(asym(shapedirs) * sw, dtype=dtype)  # [3P, Ks]
-        self.expr_matrix = None if exprdirs is None else torch.as_tensor(asym(exprdirs) * sw, dtype=dtype)
+        self.offset = torch.as_tensor((template[i] - REFLECT * template[j]).reshape(-1) * sw, dtype=dtype)
+        self.shape_matrix = torch.as_tensor(asym(shapedirs), dtype=dtype)  # [3P, Ks]
+        self.expr_matrix = None if exprdirs is None else torch.as_tensor(asym(exprdirs), dtype=dtype)
 
     def residuals(self, shape: torch.Tensor, expression: torch.Tensor | None) -> torch.Tensor:
         """Weighted residuals ``[B, 3P]`` (their squared sum is the mean squared mirror distance):
