@@ -152,6 +152,55 @@ def test_synthetic_cues_are_consistent_with_the_truth(synthetic_model, scene):
     assert [len(t.points) for t in bad.landmarks] == [len(t.points) for t in frame.cues.landmarks]
 
 
+def test_taking_one_error_out_of_the_corruption_leaves_the_others_as_they_were(scene):
+    """The benchmark's ablation: with the same generator, a corruption with one error's size
+    at zero gives exactly the realistic corruption's other errors (every error draws its
+    random numbers whatever its size)."""
+    from dataclasses import replace
+
+    _, frame = scene
+    full = sc.corrupt(frame, np.random.default_rng(3), sc.REALISTIC)
+
+    def without(**change):
+        return sc.corrupt(frame, np.random.default_rng(3), replace(sc.REALISTIC, **change))
+
+    def same_landmarks(a, b):
+        for ta, tb in zip(a.landmarks, b.landmarks):
+            np.testing.assert_array_equal(ta.points, tb.points)
+            np.testing.assert_array_equal(ta.weights, tb.weights)
+
+    # no landmark errors: the maps are untouched, the landmarks exact and all present
+    clean = without(landmark_noise_px=0.0, landmark_outlier_px=0.0, landmark_drop_frac=0.0)
+    for name in ("uv", "uv_mask", "normals", "normal_mask", "face_mask"):
+        np.testing.assert_array_equal(getattr(clean, name), getattr(full, name))
+    for tc, te in zip(clean.landmarks, frame.cues.landmarks):
+        np.testing.assert_allclose(tc.points, te.points, atol=1e-9)
+        assert np.all(tc.weights == 1.0)
+    # no uv warp: only the uv map changes
+    nowarp = without(uv_warp_px=0.0)
+    np.testing.assert_array_equal(nowarp.normals, full.normals)
+    np.testing.assert_array_equal(nowarp.face_mask, full.face_mask)
+    same_landmarks(nowarp, full)
+    assert not np.array_equal(nowarp.uv, full.uv)
+    # no normal bias: only the normals change
+    nobias = without(normal_bias_deg=0.0)
+    np.testing.assert_array_equal(nobias.uv, full.uv)
+    same_landmarks(nobias, full)
+    assert not np.array_equal(nobias.normals, full.normals)
+    # no blobs: the uv map changes inside them only (a few hundred pixels of the 96^2 crop)
+    noblob = without(blob_radius_px=0.0)
+    same_landmarks(noblob, full)
+    np.testing.assert_array_equal(noblob.uv_mask, full.uv_mask)
+    changed = np.any(noblob.uv != full.uv, axis=-1)
+    assert 0 < changed.sum() < 0.2 * full.uv_mask.sum()
+    # no ragged edges: the masks change, the uv inside both masks does not
+    straight = without(mask_edge_px=0.0)
+    same_landmarks(straight, full)
+    both = straight.uv_mask & full.uv_mask
+    np.testing.assert_array_equal(straight.uv[both], full.uv[both])
+    assert not np.array_equal(straight.uv_mask, full.uv_mask)
+
+
 def test_result_file_round_trip(tmp_path, synthetic_model, scene):
     truth, _ = scene
     path = truth.save_npz(tmp_path / "fit.npz")

@@ -220,7 +220,12 @@ def truth_landmarks(model: HeadModel, head: FitHead, vcam: torch.Tensor, rots: t
 
 @dataclass
 class Corruption:
-    """How wrong the synthetic predictions are (pixel sizes at 256 px width; scaled)."""
+    """How wrong the synthetic predictions are (pixel sizes at 256 px width; scaled).
+
+    Smooth fields and noise are drawn per component: ``uv_warp_px`` is the rms shift along
+    each image axis (about 2 px of displacement over the head), ``normal_bias_deg`` and
+    ``normal_noise_deg`` the rms added to each of the three normal components, in radians
+    (about 7.5° and 5.7° of angle after renormalising)."""
 
     uv_warp_px: float = 1.5  # smooth displacement of the uv map (low-frequency error)
     uv_noise: float = 0.001  # per-pixel uv noise (uv units)
@@ -257,9 +262,9 @@ def _warp(img: np.ndarray, dx: np.ndarray, dy: np.ndarray, valid: np.ndarray) ->
 
 
 def _ragged(mask: np.ndarray, rng: np.random.Generator, px: float) -> np.ndarray:
+    noise = gaussian_filter(rng.normal(size=mask.shape), 3.0)  # drawn even when px is 0 (see corrupt)
     if px <= 0:
         return mask
-    noise = gaussian_filter(rng.normal(size=mask.shape), 3.0)
     noise /= max(np.abs(noise).max(), 1e-12)
     grow = binary_dilation(mask, iterations=max(1, int(round(px))))
     shrink = binary_erosion(mask, iterations=max(1, int(round(px))))
@@ -273,6 +278,12 @@ def corrupt(frame: SyntheticFrame, rng: np.random.Generator, c: Corruption | Non
     ``persistent`` / ``rho``: for clips, the smooth error fields are mixed as
     ``rho * persistent + sqrt(1 - rho^2) * fresh`` (a network errs similarly on similar
     consecutive frames); see :func:`corrupt_clip`.
+
+    Every kind of error draws its random numbers whether its size is zero or not, so that
+    with the same generator a corruption that differs in one size (zero: that error taken
+    out) has exactly the same other errors (the benchmark's ablation relies on it). Blobs
+    are taken out with ``blob_radius_px=0`` and landmark outliers with
+    ``landmark_outlier_px=0`` for that reason (their counts decide how much is drawn).
     """
     cues = frame.cues
     if c is None:
@@ -303,8 +314,9 @@ def corrupt(frame: SyntheticFrame, rng: np.random.Generator, c: Corruption | Non
         uv, m = _warp(cues.uv, warp[..., 0], warp[..., 1], cues.uv_mask)
         uv = gaussian_filter(uv, sigma=(c.blur_px * s, c.blur_px * s, 0)) if c.blur_px > 0 else uv
         uv = uv + rng.normal(scale=c.uv_noise, size=uv.shape)
-        if blobs.any():  # a wrong but plausible uv: shifted by a few percent of the layout
-            uv[blobs] += rng.uniform(-0.05, 0.05, size=2)
+        shift = rng.uniform(-0.05, 0.05, size=2)  # a wrong but plausible uv: a few percent of the layout
+        if blobs.any():
+            uv[blobs] += shift
         if eyes.any():
             uv[eyes] += np.array([0.0, 0.012])
         m = _ragged(m, rng, c.mask_edge_px * s)
@@ -315,8 +327,8 @@ def corrupt(frame: SyntheticFrame, rng: np.random.Generator, c: Corruption | Non
         if c.blur_px > 0:
             n = gaussian_filter(n, sigma=(c.blur_px * s, c.blur_px * s, 0))
         n = n + np.radians(c.normal_noise_deg) * rng.normal(size=n.shape)
+        d = rng.normal(size=3)
         if blobs.any():
-            d = rng.normal(size=3)
             n[blobs] = d / np.linalg.norm(d)
         if eyes.any():
             n[eyes] = np.array([0.0, 0.0, 1.0])
