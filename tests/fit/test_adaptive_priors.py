@@ -76,14 +76,17 @@ def _at(above: float, floor: float) -> float:
 
 
 @pytest.mark.parametrize("noise, expected", [
-    ({"normal_deg": 6.5, "uv": _at(0.25 * _REF_UV, 0.6) / 256}, 0.25),  # ratios 1 and 1/4: mean 1/2
+    # the noisier cue decides: ratios 1/2 and 1/4 give (1/2)^2
+    ({"normal_deg": _at(0.5 * _REF_N, 1.0), "uv": _at(0.25 * _REF_UV, 0.6) / 256}, 0.25),
+    ({"normal_deg": _at(0.1 * _REF_N, 1.0), "uv": _at(0.2 * _REF_UV, 0.6) / 256}, 0.04),
     ({"normal_deg": _at(0.1 * _REF_N, 1.0)}, 0.01),
     ({"normal_deg": 6.5, "uv": 1.4 / 256}, 1.0),  # at the reference: the tuned priors
     ({"normal_deg": 30.0, "uv": 0.1}, 1.0),  # noisier than the tuning: the priors stay
     ({"normal_deg": 0.9, "uv": 0.5 / 256}, 1e-3),  # both at the probe's floor: the minimum
     ({"normal_deg": 1e-4, "uv": 1e-7}, 1e-3),  # never below prior_scale_min
-    # one cue at its floor counts as sqrt(prior_scale_min) and does not hide the other's noise
-    ({"normal_deg": 0.5, "uv": 1.4 / 256}, math.sqrt(1e-3)),
+    # one cue at its floor does not relax the priors while the other is at the reference
+    ({"normal_deg": 0.5, "uv": 1.4 / 256}, 1.0),
+    ({"normal_deg": 6.5, "uv": 0.5 / 256}, 1.0),
     ({}, 1.0),  # nothing to judge by
 ])
 def test_prior_scale_from_the_measured_noise(synthetic_model, monkeypatch, noise, expected):
@@ -99,8 +102,8 @@ def test_without_floors_the_ratio_is_the_plain_noise_ratio(synthetic_model, monk
     cfg = FitConfig(noise_ref_normal_deg=6.5, noise_ref_uv=1.4 / 256, noise_floor_normal_deg=0.0,
                     noise_floor_uv=0.0)
     f = Fitter(synthetic_model, cfg, (64, 64), 1)
-    monkeypatch.setattr(f.energy, "cue_noise", lambda *a: {"normal_deg": 3.25, "uv": 0.7 / 256})
-    assert f.probe_noise([0], [None]) == pytest.approx(0.5 * 0.5, rel=1e-9)  # (sqrt(1/2 * 1/2))^2
+    monkeypatch.setattr(f.energy, "cue_noise", lambda *a: {"normal_deg": 3.25, "uv": 0.35 / 256})
+    assert f.probe_noise([0], [None]) == pytest.approx(0.5 * 0.5, rel=1e-9)  # ratios 1/2 and 1/4
 
 
 @pytest.mark.parametrize("uv_px, expected", [

@@ -224,8 +224,8 @@ class Fitter:
     def probe_noise(self, rows: list[int], frames: list[PreparedFrame], energy: Energy | None = None) -> float:
         """Measure the cue noise against the current fit (:meth:`Energy.cue_noise`, on up to
         ``max_images_per_step`` of the rows) and set the prior scale to clip(r^2, prior_scale_min,
-        1), r the geometric mean over the cues of noise / reference, both above the probe's own
-        floor (:func:`above_floor`); with a uv cue, also the 2-D vertex term's scale (see
+        1), r the largest over the cues of noise / reference, both above the probe's own floor
+        (:func:`above_floor`); with a uv cue, also the 2-D vertex term's scale (see
         ``FitConfig.uv_noise_full_weight``). Returns the prior scale."""
         cfg = self.cfg
         if len(rows) > cfg.max_images_per_step:
@@ -237,12 +237,12 @@ class Fitter:
                                 ("uv", cfg.noise_ref_uv, cfg.noise_floor_uv)):
             if key in noise:  # the reference was measured by the same probe: it has the floor too
                 ratios.append(above_floor(noise[key], floor) / max(above_floor(ref, floor), 1e-12))
-        # Geometric mean of the cues' noise ratios, each at least sqrt(prior_scale_min): a cue
-        # measured at its floor (exactly clean as far as the probe can tell) then brings the
-        # scale down by as much as the minimum allows, without hiding how noisy the other is.
-        # Without a dense cue there is nothing to judge the noise by: the priors stay as tuned.
+        # The noisier cue decides: the priors hold the identity against whatever error the cues
+        # carry, and a clean uv map does not make biased normals any safer to follow (see the
+        # config). Without a dense cue there is nothing to judge the noise by: the priors stay
+        # as tuned.
         least = math.sqrt(max(cfg.prior_scale_min, 1e-12))
-        ratio = float(np.exp(np.mean(np.log(np.maximum(ratios, least))))) if ratios else 1.0
+        ratio = float(max(np.max(ratios), least)) if ratios else 1.0
         scale = float(np.clip(ratio ** 2, cfg.prior_scale_min, 1.0))
         self.cue_noise = noise
         self.prior_scale = scale
