@@ -241,8 +241,7 @@ class Fitter:
         # carry, and a clean uv map does not make biased normals any safer to follow (see the
         # config). Without a dense cue there is nothing to judge the noise by: the priors stay
         # as tuned.
-        least = math.sqrt(max(cfg.prior_scale_min, 1e-12))
-        ratio = float(max(np.max(ratios), least)) if ratios else 1.0
+        ratio = float(np.max(ratios)) if ratios else 1.0
         scale = float(np.clip(ratio ** 2, cfg.prior_scale_min, 1.0))
         self.cue_noise = noise
         self.prior_scale = scale

@@ -223,9 +223,9 @@ class Corruption:
     """How wrong the synthetic predictions are (pixel sizes at 256 px width; scaled).
 
     Smooth fields and noise are drawn per component: ``uv_warp_px`` is the rms shift along
-    each image axis (about 2 px of displacement over the head), ``normal_bias_deg`` and
-    ``normal_noise_deg`` the rms added to each of the three normal components, in radians
-    (about 7.5° and 5.7° of angle after renormalising)."""
+    each image axis (about 2 px of displacement over the head); ``normal_bias_deg`` and
+    ``normal_noise_deg``, converted to radians, are the rms of what is added to each of the
+    three normal components (about 7.5° and 5.7° of angle once renormalised)."""
 
     uv_warp_px: float = 1.5  # smooth displacement of the uv map (low-frequency error)
     uv_noise: float = 0.001  # per-pixel uv noise (uv units)
