@@ -88,8 +88,7 @@ class Bench:
         from headcast.fit import synthetic_cues as sc
 
         truth, frames, rng = self.scene(seed)
-        c = {"exact": None, "realistic": sc.REALISTIC}.get(corruption, corruption) \
-            if isinstance(corruption, str) else corruption
+        c = corruption if isinstance(corruption, sc.Corruption) else None if corruption == "exact" else sc.REALISTIC
         cues = sc.corrupt(frames[0], rng, c)
         if keep:
             cues = sc.only(cues, *keep)

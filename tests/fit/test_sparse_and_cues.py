@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The Levenberg-Marquardt sparse solve against the energy it shortcuts, coarse cues, the
 synthetic cue renderer, and the result file."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -156,8 +158,6 @@ def test_taking_one_error_out_of_the_corruption_leaves_the_others_as_they_were(s
     """The benchmark's ablation: with the same generator, a corruption with one error's size
     at zero gives exactly the realistic corruption's other errors (every error draws its
     random numbers whatever its size)."""
-    from dataclasses import replace
-
     _, frame = scene
     full = sc.corrupt(frame, np.random.default_rng(3), sc.REALISTIC)
 
