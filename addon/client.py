@@ -364,8 +364,9 @@ class BackendClient:
 
     def submit(self, cmd: str, label: str = "", **params) -> Job:
         """Queue a ``reconstruct`` or ``track`` job (paths should be absolute) and return it."""
-        if self.config is not None and self.config.settings and "settings" not in params:
-            params["settings"] = dict(self.config.settings)
+        if self.config is not None and self.config.settings:
+            # the preferences' settings, under the request's own (e.g. the panel's known lens)
+            params["settings"] = {**dict(self.config.settings), **(params.get("settings") or {})}
         job = Job(id=f"job{next(self._ids)}", cmd=cmd, params=params, label=label)
         self.jobs[job.id] = job
         try:

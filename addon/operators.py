@@ -103,6 +103,14 @@ class _ConsoleProgress:
             print(f"[headcast] {job.status_text()}", flush=True)
 
 
+def lens_settings(context) -> dict:
+    """The panel's known lens as the backend's per-request settings (empty: solve the focal length)."""
+    settings = context.scene.headcast
+    if not settings.known_lens:
+        return {}
+    return {"fit.focal_mm": float(settings.lens_mm), "fit.sensor_mm": float(settings.sensor_mm)}
+
+
 class _JobOperator:
     """Submit a job, then either hand it to the GUI timer or wait for it and import the result."""
 
@@ -143,6 +151,9 @@ class _JobOperator:
     def execute(self, context):
         try:
             label, params, source = self.request(context)
+            lens = lens_settings(context)
+            if lens:
+                params["settings"] = {**params.get("settings", {}), **lens}
             output = result_path(context, source, self.output)
             output.parent.mkdir(parents=True, exist_ok=True)
             backend = runtime.client()

@@ -48,6 +48,11 @@ class _HeadcastPanel:
         if space != "CLIP_EDITOR":
             col.prop(settings, "clip_path")
         col.operator("headcast.track_clip", icon="TRACKING")
+        col = layout.column(align=True)
+        col.prop(settings, "known_lens")
+        if settings.known_lens:
+            col.prop(settings, "lens_mm")
+            col.prop(settings, "sensor_mm")
 
         draw_jobs(layout)
 

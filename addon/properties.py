@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty, StringProperty
 
 from .blender.importer import RIG_PROP
 
@@ -31,6 +31,15 @@ class HeadcastSceneSettings(bpy.types.PropertyGroup):
         default="HEAD")
     footage_texture: BoolProperty(name="Project Footage", default=False,
                                   description="Give the head a material showing the footage projected from the camera")
+    # --- a known camera lens (else the focal length is solved) ---
+    known_lens: BoolProperty(name="Known Lens", default=False,
+                             description="The footage's lens is known: hold its focal length instead of solving it "
+                                         "(one view tells the focal length only weakly)")
+    lens_mm: FloatProperty(name="Focal Length", default=50.0, min=1.0, soft_max=300.0, unit="CAMERA",
+                           description="Focal length of the lens the footage was shot with, in mm")
+    sensor_mm: FloatProperty(name="Sensor Width", default=36.0, min=1.0, soft_max=100.0, unit="CAMERA",
+                             description="Width of the camera's sensor in mm (36: full frame, or a 35 mm-equivalent "
+                                         "focal length)")
     # --- retargeting ---
     retarget_source: PointerProperty(name="Rig", type=bpy.types.Collection, poll=_is_headcast_rig,
                                      description="The imported Headcast rig whose performance drives the character")

@@ -81,9 +81,10 @@ class Bench:
 
     # ---- single image -------------------------------------------------------------------
 
-    def single(self, seed: int, corruption, keep=None) -> dict:
+    def single(self, seed: int, corruption, keep=None, known_focal: bool = False) -> dict:
         """One scene fitted from one image; ``corruption``: "exact", "realistic" or a
-        :class:`~headcast.fit.synthetic_cues.Corruption`."""
+        :class:`~headcast.fit.synthetic_cues.Corruption`; ``known_focal``: the true focal
+        length is given to the fit (held, as a user's known lens)."""
         from headcast.fit import fit_images
         from headcast.fit import synthetic_cues as sc
 
@@ -93,7 +94,8 @@ class Bench:
         if keep:
             cues = sc.only(cues, *keep)
         t0 = time.perf_counter()
-        fit = fit_images(self.model, [cues], self.cfg, image_size=self.size)
+        focal = truth.intrinsics[0, 0] / self.size if known_focal else None
+        fit = fit_images(self.model, [cues], self.cfg, image_size=self.size, focal=focal)
         sec = time.perf_counter() - t0
         return {**self.errors(fit, truth), "seconds": sec, "camera_s": fit.info["seconds_camera"]}
 
@@ -178,7 +180,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--frames", type=int, default=None, help="video length")
-    parser.add_argument("--only", default="single,subsets,ablation,multi,video")
+    parser.add_argument("--only", default="single,focal,subsets,ablation,multi,video")
     parser.add_argument("--override", default="", help="JSON of FitConfig fields to change")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--no-write", action="store_true")
@@ -201,6 +203,14 @@ def main(argv=None) -> int:
                 log(f"single {corr} seed {s}: " + json.dumps({k: round(v, 3) for k, v in r.items()}))
                 res.append(r)
             out[f"single_{corr}"] = res
+    if "focal" in only:
+        for corr in ("exact", "realistic"):
+            res = []
+            for s in range(seeds):
+                r = bench.single(s, corr, known_focal=True)
+                log(f"known focal {corr} seed {s}: " + json.dumps({k: round(v, 3) for k, v in r.items()}))
+                res.append(r)
+            out[f"focal::{corr}"] = res
     if "subsets" in only:
         for name, keep in (("uv + mask", ("uv", "mask")), ("normals + mask", ("normals", "mask")),
                            ("landmarks only", ("landmarks",)), ("uv + normals (no mask, no landmarks)", ("uv", "normals"))):
@@ -260,7 +270,7 @@ def main(argv=None) -> int:
              "2 outlier blobs (r ≈ 8 px), wrong eye region (uv shifted, normals flattened), ragged mask edges "
              "±1.5 px, landmark noise 1.5 px per axis with 5% outliers (8 px) and 5% dropouts; in clips the "
              "smooth warp and normal bias are correlated between frames (ρ = 0.8).", ""]
-    if "single" in out or any(k.startswith("subset") for k in out):
+    if "single" in out or any(k.startswith(("subset", "focal")) for k in out):
         lines += ["| single image | posed mm | rigid mm | neutral mm | lmk px | focal % | s / image | camera init s |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for key, label in (("single_exact", "exact cues"), ("single_realistic", "realistic corruption")):
@@ -270,6 +280,13 @@ def main(argv=None) -> int:
                              f"{fmt(mean([x['posed_rigid'] for x in r]), 3)} | {fmt(mean([x['neutral'] for x in r]), 3)} | "
                              f"{fmt(mean([x['lmk_px'] for x in r]))} | {fmt(mean([x['focal_pct'] for x in r]), 1)} | "
                              f"{fmt(med([x['seconds'] for x in r]), 1)} | {fmt(med([x['camera_s'] for x in r]), 1)} |")
+        for key in [k for k in out if k.startswith("focal::")]:
+            r = out[key]
+            label = {"exact": "exact cues", "realistic": "realistic corruption"}[key.split("::")[1]]
+            lines.append(f"| {label}, focal length known (held) | {fmt(mean([x['posed'] for x in r]), 3)} | "
+                         f"{fmt(mean([x['posed_rigid'] for x in r]), 3)} | {fmt(mean([x['neutral'] for x in r]), 3)} | "
+                         f"{fmt(mean([x['lmk_px'] for x in r]))} | {fmt(mean([x['focal_pct'] for x in r]), 1)} | "
+                         f"{fmt(med([x['seconds'] for x in r]), 1)} | {fmt(med([x['camera_s'] for x in r]), 1)} |")
         for key in [k for k in out if k.startswith("subset::")]:
             r = out[key]
             lines.append(f"| realistic, {key.split('::')[1]} | {fmt(mean([x['posed'] for x in r]), 3)} | "
@@ -317,6 +334,9 @@ def main(argv=None) -> int:
     if "single_exact" in out:
         p = [x["posed"] for x in out["single_exact"]]
         targets.append(f"with exact cues {fmt(mean(p), 3)} mm (target ≤ 0.2; {spread(p)})")
+        if "focal::exact" in out:
+            p = [x["posed"] for x in out["focal::exact"]]
+            targets.append(f"with exact cues and the focal length known {fmt(mean(p), 3)} mm ({spread(p)})")
         targets.append(f"single image {fmt(med([x['seconds'] for x in out['single_exact'] + out.get('single_realistic', [])]), 1)} s "
                        f"(target ≤ 15)")
     if "video" in out:

@@ -19,6 +19,7 @@ Every key can also be set from the environment as ``HEADCAST_<SECTION>_<KEY>``
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -57,6 +58,11 @@ class FitSettings:
     smooth_neck: float = 1000.0
     smooth_rotation: float = 2000.0
     smooth_translation: float = 15200.0
+    # A known lens: focal length in mm on a sensor this wide (mm, horizontal, as Blender's
+    # camera: 36 by default, so a 35 mm-equivalent focal length works as it is). The camera's
+    # focal length is then held instead of solved; 0 = solve it.
+    focal_mm: float = 0.0
+    sensor_mm: float = 36.0
     # mirror-symmetry prior on the shaped mesh (Pixel3DMM's tracker: 5000; ours off, see FitConfig.w_mirror)
     mirror_symmetry: float = 0.0
 
@@ -119,7 +125,18 @@ def _apply(settings: Settings, section: str, key: str, value: Any, where: str) -
     if not hasattr(group, key):
         known = ", ".join(f.name for f in dataclasses.fields(group))
         raise ConfigError(f"{where}: unknown key {section}.{key} (known: {known})")
-    setattr(group, key, _coerce(value, getattr(group, key), where))
+    value = _coerce(value, getattr(group, key), where)
+    check = _RANGES.get(f"{section}.{key}")
+    if check is not None and not check[0](value):
+        raise ConfigError(f"{where}: {value!r} is not {check[1]}")
+    setattr(group, key, value)
+
+
+# settings whose type alone does not make them meaningful
+_RANGES = {
+    "fit.focal_mm": (lambda v: math.isfinite(v) and v >= 0, "a focal length in mm (0: solve it)"),
+    "fit.sensor_mm": (lambda v: math.isfinite(v) and v > 0, "a sensor width in mm (above 0)"),
+}
 
 
 def load_settings(path: Path | None = None, env: dict[str, str] | None = None,

@@ -246,6 +246,20 @@ def _frame_parameters(fit, prep: _Prepared, fit_size: int, frame_indices: np.nda
                            eyelids=fit.eyelids, crop_boxes=crop_boxes, losses=fit.loss, valid=fit.valid)
 
 
+def known_focals(settings: Settings, prep: _Prepared) -> np.ndarray | None:
+    """The lens the user gave (``fit.focal_mm`` on a ``fit.sensor_mm`` wide sensor), as each
+    frame's focal length in units of its crop's width (what the fitting holds), or None."""
+    fs = settings.fit
+    if fs.focal_mm <= 0:
+        return None
+    out = np.zeros(len(prep.boxes))
+    for i, box in enumerate(prep.boxes):
+        _, w = prep.frame_sizes[i] if prep.frame_sizes is not None else prep.original_size
+        f_px = fs.focal_mm / fs.sensor_mm * w  # horizontal sensor fit, as a Blender camera's
+        out[i] = box.intrinsics_to_crop(f_px, f_px, 0.0, 0.0)[0] / prep.crop_size
+    return out
+
+
 def _noise_note(fit, size: int) -> str:
     """What the fit measured of its cues' noise and how it set the priors and the 2-D vertex
     term's weight (FitConfig.adaptive_priors, FitConfig.uv_noise_full_weight)."""
@@ -362,7 +376,7 @@ def reconstruct(images: str | Path | Sequence[str | Path], output: str | Path | 
     stages.enter("fit", len(prep.cues))
     try:
         fit = fit_images(choice.model, prep.cues, fit_config(settings), image_size=(size, size),
-                         progress=stages.fit_progress, cancel=stages.cancelled)
+                         focal=known_focals(settings, prep), progress=stages.fit_progress, cancel=stages.cancelled)
     except FitCancelled as exc:
         raise Cancelled() from exc
     stages.enter("write")
@@ -480,10 +494,11 @@ def track(source: str | Path, output: str | Path | None = None, *, settings: Set
     done = partial.load() if resume else []
     if done:
         log.info("resuming %s from frame %d of %d", src, len(done), n)
+    focal = known_focals(settings, prep)  # one static crop: the same for every frame
     stages.enter("online", n)
     try:
         fit = track_video(choice.model, cues, fit_config(settings), image_size=(size, size),
-                          progress=stages.fit_progress, cancel=stages.cancelled, on_frame=partial.save,
+                          focal=None if focal is None else float(focal[0]), progress=stages.fit_progress, cancel=stages.cancelled, on_frame=partial.save,
                           resume=done or None, global_pass=settings.fit.global_pass and settings.fit.global_epochs > 0)
     except FitCancelled as exc:
         raise Cancelled(f"cancelled; finished frames are kept in {partial.folder} and a new run resumes there") from exc

@@ -130,6 +130,13 @@ def test_backend_that_cannot_start_fails_its_jobs_with_its_output(client_mod, tm
     job = client.submit("reconstruct", images=["/x.png"])
     assert job.state == "error" and "cannot start the backend" in job.error["message"]
     assert str(tmp_path / "no-python") in job.error["message"]
+    # a request's own settings (the panel's known lens) go with the preferences', and win over them
+    client.configure(client_mod.BackendConfig.create(str(tmp_path / "no-python"), settings={
+        "models.model": "synthetic", "fit.device": "cpu"}))
+    job = client.submit("reconstruct", images=["/x.png"], settings={"fit.focal_mm": 85.0, "fit.device": "cuda"})
+    assert job.params["settings"] == {"models.model": "synthetic", "fit.device": "cuda", "fit.focal_mm": 85.0}
+    assert client.submit("reconstruct", images=["/x.png"]).params["settings"] == {
+        "models.model": "synthetic", "fit.device": "cpu"}
     client.stop()
 
 

@@ -41,6 +41,22 @@ def test_reconstruct_face_imports_what_the_backend_wrote(bpy, scene, backend, jo
     assert job.state == "done" and job.params["images"] == [str(job_inputs / "astronaut.png")]
 
 
+def test_a_known_lens_in_the_panel_reaches_the_fit_and_the_camera(bpy, scene, backend, job_inputs, tmp_path):
+    """Known Lens: the backend holds that focal length, so the imported camera has that lens."""
+    scene.headcast.known_lens, scene.headcast.lens_mm, scene.headcast.sensor_mm = True, 85.0, 36.0
+    try:
+        out = tmp_path / "lens.headcast.npz"
+        assert bpy.ops.headcast.reconstruct_face("EXEC_DEFAULT", filepath=str(job_inputs / "astronaut.png"),
+                                                 output=str(out)) == {"FINISHED"}
+    finally:
+        scene.headcast.known_lens = False
+    job = addon_module("runtime").STATE.last_job
+    assert job.params["settings"]["fit.focal_mm"] == 85.0 and job.params["settings"]["fit.sensor_mm"] == 36.0
+    _, _, roles = rig_of(out)
+    cam = roles["CAMERA"].data
+    assert abs(cam.lens * 36.0 / cam.sensor_width - 85.0) < 1e-3, (cam.lens, cam.sensor_width)
+
+
 def test_track_clip_takes_the_scenes_active_clip(bpy, scene, backend, job_inputs, tmp_path):
     clip = bpy.data.movieclips.load(str(job_inputs / "clip.mp4"))
     scene.active_clip = clip

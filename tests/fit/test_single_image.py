@@ -100,3 +100,22 @@ def test_bad_input_is_reported(synthetic_model, scene96):
     wrong = replace(frame.cues, normals=frame.cues.normals[:90])
     with pytest.raises(CueError, match=r"image 1: normals has shape \(90, 96, 3\)"):
         fit_images(synthetic_model, [frame.cues, wrong])
+
+
+def test_a_known_focal_length_is_held_and_decides_the_fit(synthetic_model, scene128):
+    """``focal=`` holds the camera's focal length: the result keeps it exactly, and the fit with
+    the true one beats the fit with a 30% wrong one (the shape has to bend to make up for it)."""
+    truth, frame = scene128
+    m = synthetic_model
+    f_true = truth.intrinsics[0, 0] / 128
+    cfg = FitConfig(steps=250)
+    fits = {k: fit_images(m, [frame.cues], cfg, focal=f_true * k) for k in (1.0, 1.3)}
+    for k, fit in fits.items():
+        np.testing.assert_allclose(fit.intrinsics[0, :2], f_true * k * 128, rtol=1e-6)  # float32 parameters
+    right, wrong = (M.posed_error_mm(m, fits[k], truth)[0] for k in (1.0, 1.3))
+    assert right < 0.75 and right < 0.8 * wrong, (right, wrong)
+    # bad values name what is wrong
+    with pytest.raises(CueError, match="focal"):
+        fit_images(m, [frame.cues], cfg, focal=[f_true, f_true])  # two for one image
+    with pytest.raises(CueError, match="positive"):
+        fit_images(m, [frame.cues], cfg, focal=-1.0)

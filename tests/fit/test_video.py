@@ -103,6 +103,15 @@ def test_dropped_frames_and_short_clips(synthetic_model, clip):
         track_video(m, [None, None], cfg, image_size=SIZE)
 
 
+def test_a_known_focal_length_is_held_over_the_clip(synthetic_model, clip):
+    truth, cues = clip
+    cfg = replace(CFG, first_frame_steps=40, online_steps=5, global_min_steps=10, lm_iterations=2)
+    f = 1.1 * truth.intrinsics[0, 0] / SIZE
+    fit = track_video(synthetic_model, cues[:6], cfg, focal=f)
+    np.testing.assert_allclose(fit.intrinsics[:, :2], f * SIZE, rtol=1e-6)
+    assert fit.shared_camera and fit.valid.all()
+
+
 def test_resume_continues_from_saved_frames(synthetic_model, clip):
     _, cues = clip
     m = synthetic_model

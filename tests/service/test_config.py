@@ -27,6 +27,8 @@ def test_defaults_without_file(tmp_path):
     ("[fit]\nspeed = 3\n", r"unknown key fit.speed"),
     ("[gpu]\nx = 1\n", r"unknown section \[gpu\]"),
     ("[fit\n", r"config.toml: not valid TOML"),
+    ("[fit]\nfocal_mm = -35.0\n", r"config.toml: fit.focal_mm: -35.0 is not a focal length in mm"),
+    ("[fit]\nsensor_mm = 0.0\n", r"config.toml: fit.sensor_mm: 0.0 is not a sensor width in mm"),
 ])
 def test_bad_config_file_names_file_and_key(tmp_path, text, message):
     cfg = tmp_path / "config.toml"

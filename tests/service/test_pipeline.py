@@ -91,6 +91,25 @@ def test_photos_of_other_sizes_share_the_first_photos_image_size(fast_settings, 
     assert np.abs(r.arrays["crop_boxes"][1] - r.arrays["crop_boxes"][0]).max() < 12.0
 
 
+def test_a_known_lens_is_held_through_the_crops(fast_settings, tmp_path, astronaut_png, synthetic_model):
+    """fit.focal_mm on a fit.sensor_mm sensor: each photo's camera keeps f = focal / sensor x its width,
+    through its own crop, and the half-size copy's in the first photo's pixels (so twice its own)."""
+    import cv2
+
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), cv2.resize(cv2.imread(str(astronaut_png)), (256, 256), interpolation=cv2.INTER_AREA))
+    res = reconstruct([astronaut_png, small], tmp_path / "lens.headcast.npz",
+                      settings=fast_settings(**{"models.model": "synthetic", "fit.steps": 120, "fit.render_size": 192, "fit.focal_mm": 85.0,
+                                                "fit.sensor_mm": 24.0}))
+    r = load_result(res.path)
+    np.testing.assert_allclose(r.arrays["intrinsics"][:, :2], 85.0 / 24.0 * 512, rtol=1e-5)
+    # and the head is still where the face is
+    px = project_to_pixels(r, model_to_camera(r, evaluate_rig(r)))[0]
+    ids = synthetic_model.masks["left_eyeball"]
+    front = ids[np.argsort(synthetic_model.v_template[ids, 2])[-5:]]
+    assert np.linalg.norm(px[front].mean(0) - _mediapipe_points(cv2.imread(str(astronaut_png))[..., ::-1])[473]) < 8.0
+
+
 def test_reconstruct_from_flame_format_files(fast_settings, tmp_path, astronaut_png, synthetic_dir):
     """The real FLAME file layout (chumpy pickle + assets beside it) goes through the same path."""
     import shutil
