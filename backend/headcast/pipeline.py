@@ -246,7 +246,7 @@ def _frame_parameters(fit, prep: _Prepared, fit_size: int, frame_indices: np.nda
                            eyelids=fit.eyelids, crop_boxes=crop_boxes, losses=fit.loss, valid=fit.valid)
 
 
-def known_focals(settings: Settings, prep: _Prepared) -> np.ndarray | None:
+def lens_focals(settings: Settings, prep: _Prepared) -> np.ndarray | None:
     """The lens the user gave (``fit.focal_mm`` on a ``fit.sensor_mm`` wide sensor), as each
     frame's focal length in units of its crop's width (what the fitting holds), or None."""
     fs = settings.fit
@@ -376,7 +376,7 @@ def reconstruct(images: str | Path | Sequence[str | Path], output: str | Path | 
     stages.enter("fit", len(prep.cues))
     try:
         fit = fit_images(choice.model, prep.cues, fit_config(settings), image_size=(size, size),
-                         focal=known_focals(settings, prep), progress=stages.fit_progress, cancel=stages.cancelled)
+                         focal=lens_focals(settings, prep), progress=stages.fit_progress, cancel=stages.cancelled)
     except FitCancelled as exc:
         raise Cancelled() from exc
     stages.enter("write")
@@ -494,7 +494,7 @@ def track(source: str | Path, output: str | Path | None = None, *, settings: Set
     done = partial.load() if resume else []
     if done:
         log.info("resuming %s from frame %d of %d", src, len(done), n)
-    focal = known_focals(settings, prep)  # one static crop: the same for every frame
+    focal = lens_focals(settings, prep)  # one static crop: the same for every frame
     stages.enter("online", n)
     try:
         fit = track_video(choice.model, cues, fit_config(settings), image_size=(size, size),
