@@ -46,3 +46,9 @@ def test_bad_model_path_exits_2_and_names_the_file(tmp_path):
 
 def test_version():
     assert "headcast" in run_cli("--version").stdout
+
+
+def test_a_bad_lens_exits_2_and_names_the_setting(tmp_path):
+    proc = run_cli("reconstruct", tmp_path / "photo.png", "--focal-mm", "-5", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "fit.focal_mm: -5.0 is not a focal length in mm" in proc.stderr
