@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", action="store_true", help="render a PNG of the middle frame over its footage")
     p.add_argument("--animate", choices=("HEAD", "CAMERA"), default="HEAD", help="what moves in the scene")
     p.add_argument("--max-frames", type=int, default=0, help="track only the first N frames of each video")
+    p.add_argument("--focal-mm", type=float, default=0.0,
+                   help="the footage's known lens focal length in mm, held instead of solved (0: solve it)")
+    p.add_argument("--sensor-mm", type=float, default=36.0, help="the sensor width for --focal-mm (default 36)")
     p.add_argument("--backend-python", default="",
                    help="the backend's interpreter (default: $HEADCAST_BACKEND_PYTHON, this checkout's .venv, "
                         "or the running Python)")
@@ -205,6 +208,9 @@ def run_input(bpy, addon: AddonSession, path: Path, stem: str, out: Path, args, 
     bpy.ops.wm.read_homefile(use_empty=True)
     scene = bpy.context.scene
     scene.headcast.animate = args.animate
+    if args.focal_mm > 0:  # the panel's Known Lens, which the job operators send with the request
+        scene.headcast.known_lens = True
+        scene.headcast.lens_mm, scene.headcast.sensor_mm = args.focal_mm, args.sensor_mm
     result = out / f"{stem}{RESULT_SUFFIX}"
     try:
         if kind == "unknown":
@@ -429,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     inside_blender = "bpy" in sys.modules
     args = build_parser().parse_args(script_arguments(sys.argv if argv is None else argv, inside_blender))
     formats = export_formats(args.export)
+    if args.focal_mm < 0 or args.sensor_mm <= 0:
+        raise SystemExit("batch.py: --focal-mm must be 0 (solve it) or a focal length in mm, --sensor-mm above 0")
     if not inside_blender:
         # keep Blender's user config, extensions and caches of a plain-Python run out of the user's home
         os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix="headcast_batch_blender_")

@@ -33,7 +33,7 @@ def batch_run(tmp_path_factory, job_inputs, backend_env):
     env.pop("BLENDER_USER_RESOURCES", None)  # the script keeps its own
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "batch.py"), str(job_inputs / "astronaut.png"),
                           str(job_inputs / "broken.mp4"), "--out", str(out), "--export", "glb,fbx",
-                          "--export", "usd", "--export", "abc", "--model", "synthetic"],
+                          "--export", "usd", "--export", "abc", "--model", "synthetic", "--focal-mm", "85"],
                          capture_output=True, text=True, timeout=600, env=env)
     return run, out
 
@@ -77,6 +77,9 @@ def test_batch_writes_blend_exports_and_a_report_with_the_error(bpy, scene, batc
     bpy.context.scene.frame_set(1)
     assert np.abs(model_frame_vertices(bpy, roles["MESH"]) - rf.evaluate_rig(result)[0]).max() < 1e-4
     assert roles["CAMERA"].data.background_images[0].image.filepath.endswith("astronaut.png")
+    # --focal-mm 85: the lens was held, so the camera is an 85 mm lens on a 36 mm sensor
+    cam = roles["CAMERA"].data
+    assert abs(cam.lens * 36.0 / cam.sensor_width - 85.0) < 1e-3, (cam.lens, cam.sensor_width)
 
 
 def test_batch_usage_errors(bpy, tmp_path):
@@ -86,3 +89,6 @@ def test_batch_usage_errors(bpy, tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "batch.py"), "x.png"], capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 2 and "--out" in run.stderr
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "batch.py"), "x.png", "--out", str(tmp_path),
+                          "--focal-mm", "-3"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--focal-mm" in run.stderr
