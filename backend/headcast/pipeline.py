@@ -498,8 +498,9 @@ def track(source: str | Path, output: str | Path | None = None, *, settings: Set
     stages.enter("online", n)
     try:
         fit = track_video(choice.model, cues, fit_config(settings), image_size=(size, size),
-                          focal=None if focal is None else float(focal[0]), progress=stages.fit_progress, cancel=stages.cancelled, on_frame=partial.save,
-                          resume=done or None, global_pass=settings.fit.global_pass and settings.fit.global_epochs > 0)
+                          focal=None if focal is None else float(focal[0]), progress=stages.fit_progress,
+                          cancel=stages.cancelled, on_frame=partial.save, resume=done or None,
+                          global_pass=settings.fit.global_pass and settings.fit.global_epochs > 0)
     except FitCancelled as exc:
         raise Cancelled(f"cancelled; finished frames are kept in {partial.folder} and a new run resumes there") from exc
     stages.enter("write")
