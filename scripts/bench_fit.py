@@ -195,22 +195,16 @@ def main(argv=None) -> int:
     out: dict = {}
     t_all = time.perf_counter()
 
-    if "single" in only:
+    for group, known, tag in (("single", False, "single"), ("focal", True, "known focal")):
+        if group not in only:
+            continue
         for corr in ("exact", "realistic"):
             res = []
             for s in range(seeds):
-                r = bench.single(s, corr)
-                log(f"single {corr} seed {s}: " + json.dumps({k: round(v, 3) for k, v in r.items()}))
+                r = bench.single(s, corr, known_focal=known)
+                log(f"{tag} {corr} seed {s}: " + json.dumps({k: round(v, 3) for k, v in r.items()}))
                 res.append(r)
-            out[f"single_{corr}"] = res
-    if "focal" in only:
-        for corr in ("exact", "realistic"):
-            res = []
-            for s in range(seeds):
-                r = bench.single(s, corr, known_focal=True)
-                log(f"known focal {corr} seed {s}: " + json.dumps({k: round(v, 3) for k, v in r.items()}))
-                res.append(r)
-            out[f"focal::{corr}"] = res
+            out[f"focal::{corr}" if known else f"single_{corr}"] = res
     if "subsets" in only:
         for name, keep in (("uv + mask", ("uv", "mask")), ("normals + mask", ("normals", "mask")),
                            ("landmarks only", ("landmarks",)), ("uv + normals (no mask, no landmarks)", ("uv", "normals"))):
@@ -273,23 +267,12 @@ def main(argv=None) -> int:
     if "single" in out or any(k.startswith(("subset", "focal")) for k in out):
         lines += ["| single image | posed mm | rigid mm | neutral mm | lmk px | focal % | s / image | camera init s |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for key, label in (("single_exact", "exact cues"), ("single_realistic", "realistic corruption")):
-            if key in out:
-                r = out[key]
-                lines.append(f"| {label} | {fmt(mean([x['posed'] for x in r]), 3)} | "
-                             f"{fmt(mean([x['posed_rigid'] for x in r]), 3)} | {fmt(mean([x['neutral'] for x in r]), 3)} | "
-                             f"{fmt(mean([x['lmk_px'] for x in r]))} | {fmt(mean([x['focal_pct'] for x in r]), 1)} | "
-                             f"{fmt(med([x['seconds'] for x in r]), 1)} | {fmt(med([x['camera_s'] for x in r]), 1)} |")
-        for key in [k for k in out if k.startswith("focal::")]:
-            r = out[key]
-            label = {"exact": "exact cues", "realistic": "realistic corruption"}[key.split("::")[1]]
-            lines.append(f"| {label}, focal length known (held) | {fmt(mean([x['posed'] for x in r]), 3)} | "
-                         f"{fmt(mean([x['posed_rigid'] for x in r]), 3)} | {fmt(mean([x['neutral'] for x in r]), 3)} | "
-                         f"{fmt(mean([x['lmk_px'] for x in r]))} | {fmt(mean([x['focal_pct'] for x in r]), 1)} | "
-                         f"{fmt(med([x['seconds'] for x in r]), 1)} | {fmt(med([x['camera_s'] for x in r]), 1)} |")
-        for key in [k for k in out if k.startswith("subset::")]:
-            r = out[key]
-            lines.append(f"| realistic, {key.split('::')[1]} | {fmt(mean([x['posed'] for x in r]), 3)} | "
+        labels = {"exact": "exact cues", "realistic": "realistic corruption"}
+        rows = [(labels[k.split("_")[1]], out[k]) for k in ("single_exact", "single_realistic") if k in out]
+        rows += [(f"{labels[k.split('::')[1]]}, focal length known (held)", out[k]) for k in out if k.startswith("focal::")]
+        rows += [(f"realistic, {k.split('::')[1]}", out[k]) for k in out if k.startswith("subset::")]
+        for label, r in rows:
+            lines.append(f"| {label} | {fmt(mean([x['posed'] for x in r]), 3)} | "
                          f"{fmt(mean([x['posed_rigid'] for x in r]), 3)} | {fmt(mean([x['neutral'] for x in r]), 3)} | "
                          f"{fmt(mean([x['lmk_px'] for x in r]))} | {fmt(mean([x['focal_pct'] for x in r]), 1)} | "
                          f"{fmt(med([x['seconds'] for x in r]), 1)} | {fmt(med([x['camera_s'] for x in r]), 1)} |")

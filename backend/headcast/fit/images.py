@@ -76,9 +76,9 @@ def fit_images(model: HeadModel, cues: Sequence[FrameCues | None], config: FitCo
     fitter = Fitter(model, cfg, size, n, cam_index, shape_prior, monitor)
     known = known_focals(focal, n)
     if known is not None:
-        for i in range(n):  # a shared camera takes the first image's
-            if i == int(np.flatnonzero(cam_index == cam_index[i])[0]):
-                fitter.params.set_focal(int(cam_index[i]), math.log(known[i]))
+        cams, first = np.unique(cam_index, return_index=True)  # a shared camera takes its first image's
+        for cam, i in zip(cams, first):
+            fitter.params.set_focal(int(cam), math.log(known[i]))
     frames = [prepare_frame(fitter.head, c, cfg, size, where=f"image {i}") for i, c in enumerate(cues)]
     valid = np.array([not f.empty for f in frames])
     rows = [i for i in range(n) if valid[i]]
