@@ -11,8 +11,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args, check=True):
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "backend"))
+def run_cli(*args, check=True, **env_extra):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "backend"), **env_extra)
     proc = subprocess.run([sys.executable, "-m", "headcast.cli", *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=300)
     if check:
@@ -52,3 +52,14 @@ def test_a_bad_lens_exits_2_and_names_the_setting(tmp_path):
     proc = run_cli("reconstruct", tmp_path / "photo.png", "--focal-mm", "-5", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "fit.focal_mm: -5.0 is not a focal length in mm" in proc.stderr
+
+
+def test_a_missing_identity_file_exits_naming_it(tmp_path):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"not decoded: the identity is checked before the photo is read")
+    missing = tmp_path / "person.headcast.npz"
+    proc = run_cli("reconstruct", photo, "--model", "synthetic", "--identity", missing, check=False,
+                   HEADCAST_CONFIG=str(tmp_path / "none.toml"), HEADCAST_CACHE=str(tmp_path / "cache"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"identity result file not found: {missing}" in proc.stderr
+    assert not (tmp_path / "photo.headcast.npz").exists()

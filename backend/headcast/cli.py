@@ -94,6 +94,7 @@ def _settings(args: argparse.Namespace):
         "fit.device": getattr(args, "device", None), "fit.steps": getattr(args, "steps", None),
         "fit.render_size": getattr(args, "render_size", None),
         "fit.focal_mm": getattr(args, "focal_mm", None), "fit.sensor_mm": getattr(args, "sensor_mm", None),
+        "fit.identity": getattr(args, "identity", None),
         "output.posed_vertices": True if getattr(args, "posed_vertices", False) else None,
     }
     return load_settings(Path(args.config) if getattr(args, "config", None) else None, overrides=overrides)
@@ -215,6 +216,9 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--render-size", type=int, help="fitting resolution (default 256)")
     p.add_argument("--focal-mm", type=float, help="known lens focal length in mm: held instead of solved")
     p.add_argument("--sensor-mm", type=float, help="sensor width in mm for --focal-mm (default 36, full frame)")
+    p.add_argument("--identity", metavar="RESULT",
+                   help="a result file of the same person (e.g. from several photos): its identity is held "
+                        "instead of solved")
     p.add_argument("--posed-vertices", action="store_true", help="store posed vertices per frame in the result")
     p.add_argument("--json", action="store_true", help="print JSON events on stdout instead of progress bars")
     p.add_argument("--config", help="config file (default ~/.config/headcast/config.toml)")

@@ -63,6 +63,9 @@ class FitSettings:
     # focal length is then held instead of solved; 0 = solve it.
     focal_mm: float = 0.0
     sensor_mm: float = 36.0
+    # A known identity: a Headcast result file of the same person made with the same head model
+    # (e.g. from several photos); its identity is held instead of solved. '' = solve it.
+    identity: str = ""
     # mirror-symmetry prior on the shaped mesh (Pixel3DMM's tracker: 5000; ours off, see FitConfig.w_mirror)
     mirror_symmetry: float = 0.0
 

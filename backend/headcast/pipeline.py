@@ -260,6 +260,43 @@ def lens_focals(settings: Settings, prep: _Prepared) -> np.ndarray | None:
     return out
 
 
+def identity_code(settings: Settings, choice: ModelChoice) -> np.ndarray | None:
+    """The identity of the result file ``fit.identity`` names, as the model's shape
+    coefficients to hold, or None (solve the identity).
+
+    The file must come from the same head model: same name and vertex count, and its identity
+    code must rebuild the file's neutral mesh with this model's own blendshapes (which a
+    result of another FLAME release or another generated model would not)."""
+    name = settings.fit.identity
+    if not name:
+        return None
+    from .errors import MissingFileError
+    from .io import ResultFileError, load_result
+    from .io.writer import identity_template
+
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise MissingFileError(f"identity result file not found: {name}", file=str(name))
+    try:
+        result = load_result(path, posed_vertices=False)
+    except ResultFileError as exc:
+        raise InputError(f"the identity file is not a usable Headcast result ({exc})", file=str(path)) from exc
+    model = choice.model
+    made_with = result.metadata["model_name"]
+    if made_with != model.name or result.n_vertices != model.n_vertices:
+        raise InputError(f"the identity was made with the head model '{made_with}' ({result.n_vertices} vertices); "
+                         f"this job uses '{model.name}' ({model.n_vertices} vertices)", file=str(path))
+    code = np.asarray(result["shape"], dtype=np.float64)
+    if code.size > model.shapedirs.shape[2]:
+        raise InputError(f"the identity has {code.size} coefficients, the model '{model.name}' has "
+                         f"{model.shapedirs.shape[2]}", file=str(path))
+    off = float(np.abs(identity_template(model, code) - result["v_template"]).max())
+    if off > 1e-4:
+        raise InputError(f"the identity was made with another file of the head model '{made_with}': its code does "
+                         f"not rebuild its neutral mesh with this one ({off * 1000:.2f} mm off)", file=str(path))
+    return code
+
+
 def _noise_note(fit, size: int) -> str:
     """What the fit measured of its cues' noise and how it set the priors and the 2-D vertex
     term's weight (FitConfig.adaptive_priors, FitConfig.uv_noise_full_weight)."""
@@ -366,6 +403,7 @@ def reconstruct(images: str | Path | Sequence[str | Path], output: str | Path | 
     choice = select_model(settings)
     _ensure_embedding(choice, settings)
     predictor, weights = _weights(settings)
+    identity = identity_code(settings, choice)
     parts = [_prepare(str(Path(p).expanduser()), stages, settings, choice, True, None, predictor, len(paths))
              for p in paths]
     prep = _Prepared(cues=[c for part in parts for c in part.cues], boxes=[b for part in parts for b in part.boxes],
@@ -376,7 +414,8 @@ def reconstruct(images: str | Path | Sequence[str | Path], output: str | Path | 
     stages.enter("fit", len(prep.cues))
     try:
         fit = fit_images(choice.model, prep.cues, fit_config(settings), image_size=(size, size),
-                         focal=lens_focals(settings, prep), progress=stages.fit_progress, cancel=stages.cancelled)
+                         focal=lens_focals(settings, prep), identity=identity, progress=stages.fit_progress,
+                         cancel=stages.cancelled)
     except FitCancelled as exc:
         raise Cancelled() from exc
     stages.enter("write")
@@ -403,7 +442,8 @@ def _fingerprint(source: str, settings: Settings, choice: ModelChoice, n_frames:
     """What a partial track's frames and cached maps depend on: footage, model, network weights, fit settings."""
     blob = json.dumps({"source": _file_identity(source), "frames": n_frames, "model": choice.model.source,
                        "model_name": choice.model.name, "fit": vars(settings.fit),
-                       "weights": {k: _file_identity(v) for k, v in sorted(weights.items())}},
+                       "weights": {k: _file_identity(v) for k, v in sorted(weights.items())},
+                       "identity": _file_identity(settings.fit.identity) if settings.fit.identity else None},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -476,6 +516,7 @@ def track(source: str | Path, output: str | Path | None = None, *, settings: Set
     choice = select_model(settings)
     _ensure_embedding(choice, settings)
     predictor, weights = _weights(settings)
+    identity = identity_code(settings, choice)
     folder = output.with_name(output.name + ".partial")
     partial: PartialTrack | None = None
 
@@ -498,7 +539,8 @@ def track(source: str | Path, output: str | Path | None = None, *, settings: Set
     stages.enter("online", n)
     try:
         fit = track_video(choice.model, cues, fit_config(settings), image_size=(size, size),
-                          focal=None if focal is None else float(focal[0]), progress=stages.fit_progress,
+                          focal=None if focal is None else float(focal[0]), identity=identity,
+                          progress=stages.fit_progress,
                           cancel=stages.cancelled, on_frame=partial.save, resume=done or None,
                           global_pass=settings.fit.global_pass and settings.fit.global_epochs > 0)
     except FitCancelled as exc:

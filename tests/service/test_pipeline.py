@@ -277,3 +277,50 @@ def test_noise_note_reports_what_the_probe_set():
                                 "uv_vertex_scale": 0.25})
     assert _noise_note(fit, 512) == ("cue noise (median residual): normals 7.1 deg, uv correspondences 2.80 px; "
                                      "identity/expression priors x1; uv correspondences weighted x0.25")
+
+
+def test_an_identity_from_photos_is_held_for_a_clip_and_a_photo(fast_settings, tmp_path, astronaut_png,
+                                                                synthetic_clip_mp4, synthetic_model):
+    """fit.identity names an earlier result of the same person: a track and a reconstruction
+    then keep its identity (the same code and the same neutral mesh), and a file that is not
+    a result of this model is refused naming the file and what is wrong."""
+    from headcast.errors import InputError, MissingFileError
+    from headcast.io import HeadcastResult, save_result
+    from headcast.io.writer import identity_template
+
+    source = reconstruct(astronaut_png, tmp_path / "photos.headcast.npz",
+                         settings=fast_settings(**{"models.model": "synthetic"}))
+    ident = load_result(source.path)
+    assert np.abs(ident.arrays["shape"]).max() > 0.05  # a solved, non-trivial identity
+    held = fast_settings(**{"models.model": "synthetic", "fit.identity": str(source.path)})
+    clip = load_result(track(synthetic_clip_mp4, tmp_path / "clip.headcast.npz", settings=held).path)
+    photo = load_result(reconstruct(astronaut_png, tmp_path / "again.headcast.npz", settings=held).path)
+    for r in (clip, photo):
+        np.testing.assert_allclose(r.arrays["shape"], ident.arrays["shape"], atol=1e-6)
+        np.testing.assert_allclose(r.arrays["v_template"], ident.arrays["v_template"], atol=1e-6)
+    # the neutral mesh is the model's template plus the held identity, recomputed independently
+    np.testing.assert_allclose(clip.arrays["v_template"], identity_template(synthetic_model, ident.arrays["shape"]),
+                               atol=1e-6)
+
+    def altered(name: str, **changes):
+        arrays = {k: v for k, v in ident.arrays.items() if k != "metadata"}
+        metadata = dict(ident.metadata)
+        for key, value in changes.items():
+            (metadata if key == "model_name" else arrays)[key] = value
+        return save_result(tmp_path / name, HeadcastResult(arrays, metadata), sidecar=False)
+
+    other_model = altered("other.headcast.npz", model_name="FLAME 2020")
+    other_file = altered("moved.headcast.npz", v_template=ident.arrays["v_template"] + np.float32(0.002),
+                         joints_rest=ident.arrays["joints_rest"] + np.float32(0.002))
+    not_npz = tmp_path / "notes.headcast.npz"
+    not_npz.write_text("not a result")
+    cases = [(other_model, InputError, "made with the head model 'FLAME 2020'"),
+             (other_file, InputError, "another file of the head model"),
+             (not_npz, InputError, "not a usable Headcast result"),
+             (tmp_path / "missing.headcast.npz", MissingFileError, "identity result file not found")]
+    for path, error, text in cases:
+        with pytest.raises(error, match=text) as info:
+            reconstruct(astronaut_png, tmp_path / "bad.headcast.npz",
+                        settings=fast_settings(**{"models.model": "synthetic", "fit.identity": str(path)}))
+        assert str(path) in str(info.value)
+    assert not (tmp_path / "bad.headcast.npz").exists()

@@ -133,6 +133,15 @@ class Fitter:
         levenberg_marquardt(self, row, frame, iterations, blocks, energy=energy or self.energy)
         self.monitor.check()
 
+    @torch.no_grad()
+    def hold_identity(self, code: np.ndarray | None) -> bool:
+        """Set the identity to a known code (the caller then leaves "shape" out of every
+        stage's active groups); returns whether there was one."""
+        if code is None:
+            return False
+        self.params.shape.copy_(torch.as_tensor(code, dtype=self.params.shape.dtype))
+        return True
+
     # ---- optimisation stages -----------------------------------------------------------------
 
     def run(self, stage: str, rows: list[int], frames: list[PreparedFrame], steps: int, active: set[str],

@@ -28,7 +28,7 @@ from ..flame import HeadModel
 from .config import FitConfig
 from .cues import CueError, FrameCues, downsample_cues
 from .energy import EnergyOptions, PreparedFrame, prepare_frame
-from .images import infer_image_size, known_focals
+from .images import infer_image_size, known_focals, known_identity
 from .progress import Monitor, ProgressFn
 from .result import FitResult, FrameFit
 from .solver import EVERYTHING, FRAME_ONLY, Fitter, Timer
@@ -84,12 +84,15 @@ def track_video(model: HeadModel, frames: Sequence[FrameCues | None], config: Fi
                 image_size=None, shape_prior: np.ndarray | None = None, progress: ProgressFn | None = None,
                 cancel=None, on_frame: Callable[[int, FrameFit], None] | None = None,
                 resume: Sequence[FrameFit] | None = None, start_frame: int | None = None,
-                global_pass: bool = True, cache_frames: int = 48, focal: float | None = None) -> FitResult:
+                global_pass: bool = True, cache_frames: int = 48, focal: float | None = None,
+                identity=None) -> FitResult:
     """Track a clip: ``frames[i]`` are the cues of frame i (None where there is no prediction).
 
     resume: finished online frames 0..k-1 (as reported through ``on_frame``); tracking goes on
     at ``start_frame`` (default k) with their identity and camera.
     focal: a known focal length (f / W of the fit image), held instead of solved.
+    identity: a known identity code (:func:`~headcast.fit.images.known_identity`), held
+    instead of solved (a resumed track keeps the identity of its saved frames).
     """
     cfg = config or FitConfig()
     n = len(frames)
@@ -102,10 +105,12 @@ def track_video(model: HeadModel, frames: Sequence[FrameCues | None], config: Fi
     known = known_focals(focal, 1)
     if known is not None:
         fitter.params.set_focal(0, math.log(known[0]))
+    held_identity = fitter.hold_identity(known_identity(identity, fitter.head.n_shape))
     store = _FrameStore(fitter, frames, cache_frames)
     valid = np.zeros(n, bool)
     hold_focal = not cfg.optimize_focal or known is not None
-    full = set(EVERYTHING) - ({"focal"} if hold_focal else set()) - ({"pp"} if not cfg.optimize_pp else set())
+    full = (set(EVERYTHING) - ({"focal"} if hold_focal else set()) - ({"pp"} if not cfg.optimize_pp else set())
+            - ({"shape"} if held_identity else set()))
 
     def report(i: int, ok: bool) -> None:
         valid[i] = ok
@@ -136,7 +141,7 @@ def track_video(model: HeadModel, frames: Sequence[FrameCues | None], config: Fi
         if first is None:
             raise CueError("frames", "no frame of the clip has a usable cue")
         fitter.init_camera(first, store[first], "camera", n, fit_focal=known is None)
-        fitter.solve_sparse(first, store[first], cfg.lm_iterations, with_shape=True)
+        fitter.solve_sparse(first, store[first], cfg.lm_iterations, with_shape=not held_identity)
         fitter.run_coarse_to_fine("first_frame", [first], [frames[first]], [store[first]], cfg.first_frame_steps,
                                   full, EnergyOptions(), label=first, total=n)
         for i in range(first):  # leading frames without cues take the first fitted frame's values
