@@ -103,12 +103,37 @@ class _ConsoleProgress:
             print(f"[headcast] {job.status_text()}", flush=True)
 
 
-def lens_settings(context) -> dict:
-    """The panel's known lens as the backend's per-request settings (empty: solve the focal length)."""
+def fit_settings(context) -> dict:
+    """The panel's known lens and identity as the backend's per-request settings (empty: solve
+    the focal length and the identity); raises SourceError when the identity file is missing."""
     settings = context.scene.headcast
-    if not settings.known_lens:
-        return {}
-    return {"fit.focal_mm": float(settings.lens_mm), "fit.sensor_mm": float(settings.sensor_mm)}
+    out = {}
+    if settings.known_lens:
+        out.update({"fit.focal_mm": float(settings.lens_mm), "fit.sensor_mm": float(settings.sensor_mm)})
+    if settings.identity_path.strip():
+        out["fit.identity"] = str(existing(absolute(settings.identity_path.strip()), "identity result file"))
+    return out
+
+
+class HEADCAST_OT_use_rig_identity(bpy.types.Operator):
+    """Hold the identity of the selected Headcast head in later jobs (its result file becomes the panel's Identity)"""
+
+    bl_idname = "headcast.use_rig_identity"
+    bl_label = "Use the Selected Head's Identity"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        from .blender.importer import RIG_PROP, find_rig
+
+        obj = context.active_object
+        found = find_rig(obj.get(RIG_PROP)) if obj is not None and obj.get(RIG_PROP) else None
+        path = found[0].get("headcast_result") if found else None
+        if not path:
+            self.report({"ERROR"}, "Select an imported Headcast head (its mesh, armature or camera) first")
+            return {"CANCELLED"}
+        context.scene.headcast.identity_path = str(path)
+        self.report({"INFO"}, f"Identity: {Path(path).name} ({found[0].get('headcast_model', '?')})")
+        return {"FINISHED"}
 
 
 class _JobOperator:
@@ -151,9 +176,9 @@ class _JobOperator:
     def execute(self, context):
         try:
             label, params, source = self.request(context)
-            lens = lens_settings(context)
-            if lens:
-                params["settings"] = {**params.get("settings", {}), **lens}
+            fit = fit_settings(context)
+            if fit:
+                params["settings"] = {**params.get("settings", {}), **fit}
             output = result_path(context, source, self.output)
             output.parent.mkdir(parents=True, exist_ok=True)
             backend = runtime.client()
@@ -435,4 +460,4 @@ def menu_import(self, context):
 
 CLASSES = (HEADCAST_OT_import_result, HEADCAST_OT_report, HEADCAST_OT_reconstruct_face,
            HEADCAST_OT_reconstruct_photos, HEADCAST_OT_track_clip, HEADCAST_OT_cancel, HEADCAST_OT_setup_backend,
-           HEADCAST_OT_check_backend, HEADCAST_OT_retarget)
+           HEADCAST_OT_check_backend, HEADCAST_OT_retarget, HEADCAST_OT_use_rig_identity)

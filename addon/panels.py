@@ -53,6 +53,9 @@ class _HeadcastPanel:
         if settings.known_lens:
             col.prop(settings, "lens_mm")
             col.prop(settings, "sensor_mm")
+        row = layout.row(align=True)
+        row.prop(settings, "identity_path")
+        row.operator("headcast.use_rig_identity", text="", icon="EYEDROPPER")
 
         draw_jobs(layout)
 

@@ -40,6 +40,11 @@ class HeadcastSceneSettings(bpy.types.PropertyGroup):
     sensor_mm: FloatProperty(name="Sensor Width", default=36.0, min=1.0, soft_max=100.0, unit="CAMERA",
                              description="Width of the camera's sensor in mm (36: full frame, or a 35 mm-equivalent "
                                          "focal length)")
+    # --- a known identity (else it is solved from the footage) ---
+    identity_path: StringProperty(name="Identity", subtype="FILE_PATH",
+                                  description="A Headcast result of the same person (e.g. from several photos) made "
+                                              "with the same head model: its identity is held instead of solved "
+                                              "(empty: solve it)")
     # --- retargeting ---
     retarget_source: PointerProperty(name="Rig", type=bpy.types.Collection, poll=_is_headcast_rig,
                                      description="The imported Headcast rig whose performance drives the character")

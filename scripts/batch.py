@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--focal-mm", type=float, default=0.0,
                    help="the footage's known lens focal length in mm, held instead of solved (0: solve it)")
     p.add_argument("--sensor-mm", type=float, default=36.0, help="the sensor width for --focal-mm (default 36)")
+    p.add_argument("--identity", type=Path, default=None, metavar="RESULT",
+                   help="a result file of the same person (e.g. from several photos): its identity is held for "
+                        "every photo and clip instead of solved")
     p.add_argument("--backend-python", default="",
                    help="the backend's interpreter (default: $HEADCAST_BACKEND_PYTHON, this checkout's .venv, "
                         "or the running Python)")
@@ -211,6 +214,8 @@ def run_input(bpy, addon: AddonSession, path: Path, stem: str, out: Path, args, 
     if args.focal_mm > 0:  # the panel's Known Lens, which the job operators send with the request
         scene.headcast.known_lens = True
         scene.headcast.lens_mm, scene.headcast.sensor_mm = args.focal_mm, args.sensor_mm
+    if args.identity is not None:  # the panel's Identity
+        scene.headcast.identity_path = str(args.identity)
     result = out / f"{stem}{RESULT_SUFFIX}"
     try:
         if kind == "unknown":
@@ -437,6 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     formats = export_formats(args.export)
     if args.focal_mm < 0 or args.sensor_mm <= 0:
         raise SystemExit("batch.py: --focal-mm must be 0 (solve it) or a focal length in mm, --sensor-mm above 0")
+    if args.identity is not None:
+        args.identity = args.identity.expanduser().resolve()
+        if not args.identity.is_file():
+            raise SystemExit(f"batch.py: --identity: no such result file: {args.identity}")
     if not inside_blender:
         # keep Blender's user config, extensions and caches of a plain-Python run out of the user's home
         os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix="headcast_batch_blender_")

@@ -31,15 +31,21 @@ def batch_run(tmp_path_factory, job_inputs, backend_env):
     out = tmp_path_factory.mktemp("batch")
     env = {**os.environ, **backend_env, "HEADCAST_BACKEND_PYTHON": BACKEND_PYTHON}
     env.pop("BLENDER_USER_RESOURCES", None)  # the script keeps its own
+    # an identity to hold: a quick (20-step) reconstruction of the photo, unlike what the batch would solve
+    identity = tmp_path_factory.mktemp("identity") / "person.headcast.npz"
+    subprocess.run([BACKEND_PYTHON, "-m", "headcast.cli", "reconstruct", str(job_inputs / "astronaut.png"),
+                    "--model", "synthetic", "--steps", "20", "-o", str(identity)], check=True, capture_output=True,
+                   env=env, timeout=300)
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "batch.py"), str(job_inputs / "astronaut.png"),
                           str(job_inputs / "broken.mp4"), "--out", str(out), "--export", "glb,fbx",
-                          "--export", "usd", "--export", "abc", "--model", "synthetic", "--focal-mm", "85"],
+                          "--export", "usd", "--export", "abc", "--model", "synthetic", "--focal-mm", "85",
+                          "--identity", str(identity)],
                          capture_output=True, text=True, timeout=600, env=env)
-    return run, out
+    return run, out, identity
 
 
 def test_batch_writes_blend_exports_and_a_report_with_the_error(bpy, scene, batch_run, job_inputs):
-    run, out = batch_run
+    run, out, identity = batch_run
     assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]  # 1: some inputs failed
     report = json.loads((out / "report.json").read_text())
     good, bad = report["inputs"]
@@ -80,6 +86,10 @@ def test_batch_writes_blend_exports_and_a_report_with_the_error(bpy, scene, batc
     # --focal-mm 85: the lens was held, so the camera is an 85 mm lens on a 36 mm sensor
     cam = roles["CAMERA"].data
     assert abs(cam.lens * 36.0 / cam.sensor_width - 85.0) < 1e-3, (cam.lens, cam.sensor_width)
+    # --identity: the held identity is the one in the identity file
+    held = rf.load_result(identity)
+    np.testing.assert_allclose(result["shape"], held["shape"], atol=1e-6)
+    np.testing.assert_allclose(result["v_template"], held["v_template"], atol=1e-6)
 
 
 def test_batch_usage_errors(bpy, tmp_path):
@@ -92,3 +102,7 @@ def test_batch_usage_errors(bpy, tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "batch.py"), "x.png", "--out", str(tmp_path),
                           "--focal-mm", "-3"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "--focal-mm" in run.stderr
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "batch.py"), "x.png", "--out", str(tmp_path),
+                          "--identity", str(tmp_path / "nobody.headcast.npz")], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and "--identity: no such result file" in run.stderr and "nobody" in run.stderr

@@ -57,6 +57,42 @@ def test_a_known_lens_in_the_panel_reaches_the_fit_and_the_camera(bpy, scene, ba
     assert abs(cam.lens * 36.0 / cam.sensor_width - 85.0) < 1e-3, (cam.lens, cam.sensor_width)
 
 
+def test_the_selected_heads_identity_is_held_when_tracking_a_clip(bpy, scene, backend, job_inputs, tmp_path):
+    """Identity: the eyedropper takes the selected head's result file, the track holds that identity
+    (the clip's rig has the photo rig's neutral mesh), and a missing file stops the job before it starts."""
+    photo_out, clip_out = tmp_path / "photo.headcast.npz", tmp_path / "clip.headcast.npz"
+    assert bpy.ops.headcast.reconstruct_face("EXEC_DEFAULT", filepath=str(job_inputs / "astronaut.png"),
+                                             output=str(photo_out)) == {"FINISHED"}
+    photo, _, roles = rig_of(photo_out)
+    with bpy.context.temp_override(active_object=roles["MESH"]):
+        assert bpy.ops.headcast.use_rig_identity() == {"FINISHED"}
+    assert scene.headcast.identity_path == str(photo_out)
+    try:
+        assert bpy.ops.headcast.track_clip("EXEC_DEFAULT", filepath=str(job_inputs / "clip.mp4"),
+                                           output=str(clip_out), max_frames=3) == {"FINISHED"}
+        job = addon_module("runtime").STATE.last_job
+        assert job.params["settings"]["fit.identity"] == str(photo_out)
+        clip, _, _ = rig_of(clip_out)
+        np.testing.assert_allclose(clip["shape"], photo["shape"], atol=1e-6)
+        np.testing.assert_allclose(clip["v_template"], photo["v_template"], atol=1e-6)
+        # a missing identity file: reported, no job, nothing created
+        scene.headcast.identity_path = str(tmp_path / "gone.headcast.npz")
+        before = data_snapshot(bpy)
+        with pytest.raises(RuntimeError, match="identity result file not found"):
+            bpy.ops.headcast.track_clip("EXEC_DEFAULT", filepath=str(job_inputs / "clip.mp4"),
+                                        output=str(tmp_path / "never.headcast.npz"))
+        assert addon_module("runtime").STATE.last_job is job
+        level, text = addon_module("runtime").STATE.message
+        assert level == "ERROR" and "identity result file not found" in text and "gone.headcast.npz" in text
+        assert data_snapshot(bpy) == before and not (tmp_path / "never.headcast.npz").exists()
+    finally:
+        scene.headcast.identity_path = ""
+    # nothing selected that belongs to a rig: the eyedropper says so and changes nothing
+    with bpy.context.temp_override(active_object=None), pytest.raises(RuntimeError, match="Select an imported"):
+        bpy.ops.headcast.use_rig_identity()
+    assert scene.headcast.identity_path == ""
+
+
 def test_track_clip_takes_the_scenes_active_clip(bpy, scene, backend, job_inputs, tmp_path):
     clip = bpy.data.movieclips.load(str(job_inputs / "clip.mp4"))
     scene.active_clip = clip
