@@ -81,10 +81,12 @@ class Bench:
 
     # ---- single image -------------------------------------------------------------------
 
-    def single(self, seed: int, corruption, keep=None, known_focal: bool = False) -> dict:
+    def single(self, seed: int, corruption, keep=None, known_focal: bool = False, identity_views: int = 0) -> dict:
         """One scene fitted from one image; ``corruption``: "exact", "realistic" or a
         :class:`~headcast.fit.synthetic_cues.Corruption`; ``known_focal``: the true focal
-        length is given to the fit (held, as a user's known lens)."""
+        length is given to the fit (held, as a user's known lens); ``identity_views``: the
+        identity that many other photos of the person gave is held (the image's cues are the
+        same as without)."""
         from headcast.fit import fit_images
         from headcast.fit import synthetic_cues as sc
 
@@ -93,9 +95,10 @@ class Bench:
         cues = sc.corrupt(frames[0], rng, c)
         if keep:
             cues = sc.only(cues, *keep)
+        identity = self.photo_identity(truth, seed, identity_views)[0] if identity_views else None
         t0 = time.perf_counter()
         focal = truth.intrinsics[0, 0] / self.size if known_focal else None
-        fit = fit_images(self.model, [cues], self.cfg, image_size=self.size, focal=focal)
+        fit = fit_images(self.model, [cues], self.cfg, image_size=self.size, focal=focal, identity=identity)
         sec = time.perf_counter() - t0
         return {**self.errors(fit, truth), "seconds": sec, "camera_s": fit.info["seconds_camera"]}
 
@@ -119,7 +122,24 @@ class Bench:
 
     # ---- video --------------------------------------------------------------------------
 
-    def video(self, seed: int, n: int, corruption: str, drop: float) -> dict:
+    def photo_identity(self, truth, seed: int, n_views: int) -> tuple[np.ndarray, float]:
+        """The identity a joint fit of ``n_views`` photos of ``truth``'s person recovers (realistic
+        cues; each photo its own expression, pose and camera), and the fit's seconds."""
+        from dataclasses import replace
+
+        from headcast.fit import fit_images
+        from headcast.fit import synthetic_cues as sc
+
+        rng = np.random.default_rng(5000 + seed)
+        views = replace(sc.random_truth(self.model, rng, n_views, self.size), shape=truth.shape)
+        cues = [sc.corrupt(sc.render_cues(self.model, views, i), rng, sc.REALISTIC) for i in range(n_views)]
+        t0 = time.perf_counter()
+        fit = fit_images(self.model, cues, self.cfg, image_size=self.size)
+        return fit.shape, time.perf_counter() - t0
+
+    def video(self, seed: int, n: int, corruption: str, drop: float, identity_views: int = 0) -> dict:
+        """A clip; with ``identity_views``, tracked holding the identity that many photos of the
+        same person gave (the clip's cues are the same as without)."""
         from headcast.fit import metrics as M
         from headcast.fit import synthetic_cues as sc
         from headcast.fit import track_video
@@ -127,11 +147,12 @@ class Bench:
         truth, frames, rng = self.scene(seed, n, video=True)
         c = None if corruption == "exact" else sc.REALISTIC
         cues = sc.drop_frames(sc.corrupt_clip(frames, rng, c), rng, drop)
+        identity, identity_s = self.photo_identity(truth, seed, identity_views) if identity_views else (None, 0.0)
         t0 = time.perf_counter()
-        fit = track_video(self.model, cues, self.cfg, image_size=self.size)
+        fit = track_video(self.model, cues, self.cfg, image_size=self.size, identity=identity)
         sec = time.perf_counter() - t0
         info = fit.info
-        return {"posed": mean(M.posed_error_mm(self.model, fit, truth)),
+        return {"identity_views": identity_views, "identity_s": identity_s, "posed": mean(M.posed_error_mm(self.model, fit, truth)),
                 "posed_rigid": mean(M.posed_error_mm(self.model, fit, truth, "rigid")),
                 "neutral": M.neutral_error_mm(self.model, fit, truth),
                 "lmk_px": mean(M.landmark_error_px(self.model, fit, truth)),
@@ -180,7 +201,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--frames", type=int, default=None, help="video length")
-    parser.add_argument("--only", default="single,focal,subsets,ablation,multi,video")
+    parser.add_argument("--only", default="single,focal,identity,subsets,ablation,multi,video")
     parser.add_argument("--override", default="", help="JSON of FitConfig fields to change")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--no-write", action="store_true")
@@ -195,16 +216,17 @@ def main(argv=None) -> int:
     out: dict = {}
     t_all = time.perf_counter()
 
-    for group, known, tag in (("single", False, "single"), ("focal", True, "known focal")):
+    for group, known, views, key in (("single", False, 0, "single_{}"), ("focal", True, 0, "focal::{}"),
+                                     ("identity", False, 4, "identity::{}")):
         if group not in only:
             continue
-        for corr in ("exact", "realistic"):
+        for corr in ("exact", "realistic") if group != "identity" else ("realistic",):
             res = []
             for s in range(seeds):
-                r = bench.single(s, corr, known_focal=known)
-                log(f"{tag} {corr} seed {s}: " + json.dumps({k: round(v, 3) for k, v in r.items()}))
+                r = bench.single(s, corr, known_focal=known, identity_views=views)
+                log(f"{group} {corr} seed {s}: " + json.dumps({k: round(v, 3) for k, v in r.items()}))
                 res.append(r)
-            out[f"focal::{corr}" if known else f"single_{corr}"] = res
+            out[key.format(corr)] = res
     if "subsets" in only:
         for name, keep in (("uv + mask", ("uv", "mask")), ("normals + mask", ("normals", "mask")),
                            ("landmarks only", ("landmarks",)), ("uv + normals (no mask, no landmarks)", ("uv", "normals"))):
@@ -238,9 +260,9 @@ def main(argv=None) -> int:
         out["multi"] = res
     if "video" in only:
         res = []
-        for corr, drop in (("realistic", 0.05), ("exact", 0.0)):
-            r = bench.video(0, n_video, corr, drop)
-            log(f"video {corr} drop {drop}: " + json.dumps({k: round(v, 3) for k, v in r.items()}))
+        for corr, drop, views in (("realistic", 0.05, 0), ("realistic", 0.05, 4), ("exact", 0.0, 0)):
+            r = bench.video(0, n_video, corr, drop, identity_views=views)
+            log(f"video {corr} drop {drop} identity views {views}: " + json.dumps({k: round(v, 3) for k, v in r.items()}))
             res.append((corr, drop, r))
         out["video"] = res
     total = time.perf_counter() - t_all
@@ -264,12 +286,14 @@ def main(argv=None) -> int:
              "2 outlier blobs (r ≈ 8 px), wrong eye region (uv shifted, normals flattened), ragged mask edges "
              "±1.5 px, landmark noise 1.5 px per axis with 5% outliers (8 px) and 5% dropouts; in clips the "
              "smooth warp and normal bias are correlated between frames (ρ = 0.8).", ""]
-    if "single" in out or any(k.startswith(("subset", "focal")) for k in out):
+    if any(k.startswith(("single_", "subset", "focal", "identity")) for k in out):
         lines += ["| single image | posed mm | rigid mm | neutral mm | lmk px | focal % | s / image | camera init s |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         labels = {"exact": "exact cues", "realistic": "realistic corruption"}
         rows = [(labels[k.split("_")[1]], out[k]) for k in ("single_exact", "single_realistic") if k in out]
         rows += [(f"{labels[k.split('::')[1]]}, focal length known (held)", out[k]) for k in out if k.startswith("focal::")]
+        rows += [(f"{labels[k.split('::')[1]]}, identity from 4 other photos (held)", out[k]) for k in out
+                 if k.startswith("identity::")]
         rows += [(f"realistic, {k.split('::')[1]}", out[k]) for k in out if k.startswith("subset::")]
         for label, r in rows:
             lines.append(f"| {label} | {fmt(mean([x['posed'] for x in r]), 3)} | "
@@ -304,6 +328,9 @@ def main(argv=None) -> int:
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for corr, drop, r in out["video"]:
             dropped = f", {r['dropped']} frames dropped" if r["dropped"] else ""
+            if r["identity_views"]:
+                dropped += (f", identity from {r['identity_views']} photos held (their fit: "
+                            f"{fmt(r['identity_s'], 1)} s, not in total s)")
             lines.append(f"| {corr}{dropped} | {fmt(r['posed'], 3)} | "
                          f"{fmt(r['posed_rigid'], 3)} | {fmt(r['neutral'], 3)} | {fmt(r['lmk_px'])} | {fmt(r['jitter'], 3)} | "
                          f"{fmt(r['online_fps'])} | {fmt(r['online_steps_per_frame'], 1)} | {fmt(r['first_s'], 1)} | "

@@ -297,6 +297,10 @@ def identity_code(settings: Settings, choice: ModelChoice) -> np.ndarray | None:
     return code
 
 
+def _identity_note(settings: Settings) -> list[str]:
+    return [f"identity held from {settings.fit.identity}"] if settings.fit.identity else []
+
+
 def _noise_note(fit, size: int) -> str:
     """What the fit measured of its cues' noise and how it set the priors and the 2-D vertex
     term's weight (FitConfig.adaptive_priors, FitConfig.uv_noise_full_weight)."""
@@ -320,7 +324,9 @@ def _write(output: Path, choice: ModelChoice, fit, prep: _Prepared, fit_size: in
     H, W = prep.original_size
     clip = ClipInfo(source_path=source, image_size=(W, H), fps=fps, network_weights=weights,
                     fit={"mode": prep.mode, "model_choice": choice.reason, "fit_size": fit_size,
-                         "timings": {k: round(v, 3) for k, v in timings.items()}, "headcast": __version__},
+                         "timings": {k: round(v, 3) for k, v in timings.items()}, "headcast": __version__,
+                         **({"identity_from": str(Path(settings.fit.identity).expanduser().resolve())}
+                            if settings.fit.identity else {})},
                     frame_sources=frame_sources)
     return write_result(output, choice.model, fit.shape, _frame_parameters(fit, prep, fit_size, frame_indices), clip,
                         include_posed_vertices=settings.output.posed_vertices)
@@ -426,7 +432,8 @@ def reconstruct(images: str | Path | Sequence[str | Path], output: str | Path | 
     log.info("model: %s; mode: %s", choice.reason, prep.description)
     return PipelineResult(path=path, n_frames=fit.n_frames, valid_frames=int(fit.valid.sum()), mode=prep.mode,
                           model=choice.model.name, licence=choice.model.licence, timings=stages.timings,
-                          notes=[choice.reason, prep.description, *prep.notes, _noise_note(fit, size)])
+                          notes=[choice.reason, prep.description, *prep.notes, _noise_note(fit, size),
+                                 *_identity_note(settings)])
 
 
 # --- tracking with resumable partial results ---------------------------------------------------
@@ -552,4 +559,5 @@ def track(source: str | Path, output: str | Path | None = None, *, settings: Set
     partial.remove()
     return PipelineResult(path=path, n_frames=n, valid_frames=int(fit.valid.sum()), mode=prep.mode,
                           model=choice.model.name, licence=choice.model.licence, timings=stages.timings,
-                          notes=[choice.reason, prep.description, *prep.notes, _noise_note(fit, size)])
+                          notes=[choice.reason, prep.description, *prep.notes, _noise_note(fit, size),
+                                 *_identity_note(settings)])

@@ -293,8 +293,11 @@ def test_an_identity_from_photos_is_held_for_a_clip_and_a_photo(fast_settings, t
     ident = load_result(source.path)
     assert np.abs(ident.arrays["shape"]).max() > 0.05  # a solved, non-trivial identity
     held = fast_settings(**{"models.model": "synthetic", "fit.identity": str(source.path)})
-    clip = load_result(track(synthetic_clip_mp4, tmp_path / "clip.headcast.npz", settings=held).path)
+    tracked = track(synthetic_clip_mp4, tmp_path / "clip.headcast.npz", settings=held)
+    clip = load_result(tracked.path)
     photo = load_result(reconstruct(astronaut_png, tmp_path / "again.headcast.npz", settings=held).path)
+    assert f"identity held from {source.path}" in tracked.notes  # said, and recorded in the file
+    assert clip.metadata["fit"]["identity_from"] == str(source.path.resolve())
     for r in (clip, photo):
         np.testing.assert_allclose(r.arrays["shape"], ident.arrays["shape"], atol=1e-6)
         np.testing.assert_allclose(r.arrays["v_template"], ident.arrays["v_template"], atol=1e-6)
