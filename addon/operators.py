@@ -110,8 +110,9 @@ def fit_settings(context) -> dict:
     out = {}
     if settings.known_lens:
         out.update({"fit.focal_mm": float(settings.lens_mm), "fit.sensor_mm": float(settings.sensor_mm)})
-    if settings.identity_path.strip():
-        out["fit.identity"] = str(existing(absolute(settings.identity_path.strip()), "identity result file"))
+    identity = settings.identity_path.strip()
+    if identity:
+        out["fit.identity"] = str(existing(absolute(identity), "identity result file"))
     return out
 
 

@@ -152,7 +152,8 @@ class Bench:
         fit = track_video(self.model, cues, self.cfg, image_size=self.size, identity=identity)
         sec = time.perf_counter() - t0
         info = fit.info
-        return {"identity_views": identity_views, "identity_s": identity_s, "posed": mean(M.posed_error_mm(self.model, fit, truth)),
+        return {"identity_views": identity_views, "identity_s": identity_s,
+                "posed": mean(M.posed_error_mm(self.model, fit, truth)),
                 "posed_rigid": mean(M.posed_error_mm(self.model, fit, truth, "rigid")),
                 "neutral": M.neutral_error_mm(self.model, fit, truth),
                 "lmk_px": mean(M.landmark_error_px(self.model, fit, truth)),
@@ -262,7 +263,8 @@ def main(argv=None) -> int:
         res = []
         for corr, drop, views in (("realistic", 0.05, 0), ("realistic", 0.05, 4), ("exact", 0.0, 0)):
             r = bench.video(0, n_video, corr, drop, identity_views=views)
-            log(f"video {corr} drop {drop} identity views {views}: " + json.dumps({k: round(v, 3) for k, v in r.items()}))
+            log(f"video {corr} drop {drop} identity views {views}: "
+                + json.dumps({k: round(v, 3) for k, v in r.items()}))
             res.append((corr, drop, r))
         out["video"] = res
     total = time.perf_counter() - t_all
@@ -291,9 +293,9 @@ def main(argv=None) -> int:
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         labels = {"exact": "exact cues", "realistic": "realistic corruption"}
         rows = [(labels[k.split("_")[1]], out[k]) for k in ("single_exact", "single_realistic") if k in out]
-        rows += [(f"{labels[k.split('::')[1]]}, focal length known (held)", out[k]) for k in out if k.startswith("focal::")]
-        rows += [(f"{labels[k.split('::')[1]]}, identity from 4 other photos (held)", out[k]) for k in out
-                 if k.startswith("identity::")]
+        held = {"focal": "focal length known (held)", "identity": "identity from 4 other photos (held)"}
+        rows += [(f"{labels[k.split('::')[1]]}, {held[k.split('::')[0]]}", out[k]) for k in out
+                 if k.split("::")[0] in held]
         rows += [(f"realistic, {k.split('::')[1]}", out[k]) for k in out if k.startswith("subset::")]
         for label, r in rows:
             lines.append(f"| {label} | {fmt(mean([x['posed'] for x in r]), 3)} | "

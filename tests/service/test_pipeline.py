@@ -99,8 +99,8 @@ def test_a_known_lens_is_held_through_the_crops(fast_settings, tmp_path, astrona
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), cv2.resize(cv2.imread(str(astronaut_png)), (256, 256), interpolation=cv2.INTER_AREA))
     res = reconstruct([astronaut_png, small], tmp_path / "lens.headcast.npz",
-                      settings=fast_settings(**{"models.model": "synthetic", "fit.steps": 120, "fit.render_size": 192, "fit.focal_mm": 85.0,
-                                                "fit.sensor_mm": 24.0}))
+                      settings=fast_settings(**{"models.model": "synthetic", "fit.steps": 120, "fit.render_size": 192,
+                                                "fit.focal_mm": 85.0, "fit.sensor_mm": 24.0}))
     r = load_result(res.path)
     np.testing.assert_allclose(r.arrays["intrinsics"][:, :2], 85.0 / 24.0 * 512, rtol=1e-5)
     # and the head is still where the face is
