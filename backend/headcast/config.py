@@ -47,17 +47,17 @@ class FitSettings:
     camera_steps: int = 150  # camera initialisation from landmarks
     first_frame_steps: int = 300  # first frame of a clip, identity free
     online_steps: int = 60  # later frames: at most this many, stopping early when converged
-    global_epochs: float = 4.0  # clip-wide smoothing pass, in visits per frame (0 = off)
+    global_epochs: float = 16.0  # clip-wide smoothing pass, in visits per frame (0 = off)
     use_uv: bool = True
     use_normals: bool = True
     use_landmarks: bool = True
     use_silhouette: bool = True
     global_pass: bool = True
-    smooth_expression: float = 50.0
-    smooth_jaw: float = 50.0
+    smooth_expression: float = 200.0
+    smooth_jaw: float = 200.0
     smooth_neck: float = 1000.0
-    smooth_rotation: float = 2000.0
-    smooth_translation: float = 15200.0
+    smooth_rotation: float = 20000.0
+    smooth_translation: float = 152000.0
     # A known lens: focal length in mm on a sensor this wide (mm, horizontal, as Blender's
     # camera: 36 by default, so a 35 mm-equivalent focal length works as it is). The camera's
     # focal length is then held instead of solved; 0 = solve it.

@@ -49,4 +49,9 @@ def test_fit_settings_reach_the_fit_config(tmp_path):
     cfg.write_text("[fit]\nsteps = 321\nmirror_symmetry = 5000.0\nsmooth_neck = 7.0\n")
     fc = fit_config(load_settings(cfg, env={}))
     assert (fc.steps, fc.w_mirror, fc.smooth_weights["neck"]) == (321, 5000.0, 7.0)
-    assert fit_config(load_settings(tmp_path / "missing.toml", env={})).w_mirror == 0.0
+    default = fit_config(load_settings(tmp_path / "missing.toml", env={}))
+    assert default.w_mirror == 0.0
+    # the user-facing defaults are the fitting's own (two tables that must not drift apart)
+    from headcast.fit import FitConfig
+    assert default.smooth_weights == FitConfig().smooth_weights
+    assert default.global_epochs == FitConfig().global_epochs
