@@ -177,6 +177,14 @@ class FitConfig:
     # as hard as 0.2 x the official weights did). A stronger pull hurts: 10x this on the
     # realistic clip of seed 0 (old global pass), posed 1.30 -> 1.41 mm, jitter 1.93 -> 2.54.
     online_smooth_scale: float = 0.02
+    # Clips with landmarks and masks only (no uv or normal map: the add-on without network
+    # weights) keep the official smoothing: these factors on smooth_weights, the online pull and
+    # a quarter of the global pass. There the stronger smoothing moved the shared identity
+    # instead (landmarks alone hold it weakly): two such clips (seeds 0, 1), posed 1.41 / 2.20
+    # -> 1.50 / 2.94 mm, though with less jitter (2.86 / 3.36 -> 1.96 / 2.32 mm).
+    landmark_clip_smooth: dict = field(default_factory=lambda: {"expr": 0.25, "jaw": 0.25, "R": 0.1, "t": 0.1})
+    landmark_clip_online_smooth_scale: float = 0.2
+    landmark_clip_global_fraction: float = 0.25
 
     # ---- optimiser (Adam learning rates per parameter group) ----
     # Ours: identity and expression at 0.03 (from 0.01) and the jaw at 0.01 (from 0.005): 500 steps

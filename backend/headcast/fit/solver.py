@@ -57,6 +57,7 @@ class Fitter:
         # noise-adaptive scale of the identity and expression priors (see FitConfig.adaptive_priors)
         self.prior_scale = 1.0
         self.uv_vertex_scale = 1.0  # and of the 2-D vertex term (see FitConfig.uv_noise_full_weight)
+        self.smooth_group_scale: dict = {}  # per-group factors on the smoothness weights (a clip's kind)
         self.cue_noise: dict | None = None  # what the probe measured (None: not probed yet)
 
     # ---- camera initialisation ---------------------------------------------------------------
@@ -302,7 +303,7 @@ class Fitter:
             if cols:
                 groups.append((key, p.joints, cols))
         for key, tensor, cols in groups:
-            wk = w.get(key, 0.0) * scale
+            wk = w.get(key, 0.0) * scale * self.smooth_group_scale.get(key, 1.0)
             if wk <= 0:
                 continue
             xa, xb = pick(tensor, a, a_in), pick(tensor, b, b_in)

@@ -66,6 +66,13 @@ class _FrameStore:
         return self.empty[i]
 
 
+def _has_dense_cues(store: _FrameStore, n: int) -> bool:
+    """Whether the clip's first frame with cues has a uv or a normal map (a clip has them on
+    every frame or on none: they come from the same networks)."""
+    first = next((i for i in range(n) if not store.is_empty(i)), None)
+    return first is not None and store[first].pixel_table is not None
+
+
 def _first_size(frames: Sequence, image_size, probe: int = 16):
     if image_size is not None:
         return infer_image_size([], image_size)
@@ -151,6 +158,12 @@ def track_video(model: HeadModel, frames: Sequence[FrameCues | None], config: Fi
         start = first + 1
         t_first = timer()
 
+    # ---- how hard to smooth: clips with a uv or normal map, or landmarks and masks only ----
+    landmark_clip = not _has_dense_cues(store, n)
+    fitter.smooth_group_scale = dict(cfg.landmark_clip_smooth) if landmark_clip else {}
+    online_scale = cfg.landmark_clip_online_smooth_scale if landmark_clip else cfg.online_smooth_scale
+    global_epochs = cfg.global_epochs * (cfg.landmark_clip_global_fraction if landmark_clip else 1.0)
+
     # ---- online pass (optionally at a coarser render size: more steps for the same time) ----
     t0 = timer()
     online_frames = 0
@@ -164,7 +177,7 @@ def track_video(model: HeadModel, frames: Sequence[FrameCues | None], config: Fi
             return store[i]
         return prepare_frame(fitter.head, downsample_cues(frames[i], k), cfg, small, where=f"frame {i}")
 
-    smooth = {"n_frames": n, "scale": cfg.online_smooth_scale, "prev_only": True} if cfg.online_smooth_scale > 0 else None
+    smooth = {"n_frames": n, "scale": online_scale, "prev_only": True} if online_scale > 0 else None
     # The next frame's cues are read and prepared on a second thread while this one is fitted
     # (the fit is bound by per-operation overhead and leaves the other core mostly idle); only
     # that thread touches ``frames`` and ``store`` until the pass ends.
@@ -191,10 +204,10 @@ def track_video(model: HeadModel, frames: Sequence[FrameCues | None], config: Fi
     # ---- global pass ----
     t0 = timer()
     n_global = 0
-    if global_pass and n > 1 and cfg.global_epochs > 0:
+    if global_pass and n > 1 and global_epochs > 0:
         rng = np.random.default_rng(0)
         b = min(cfg.global_batch, n)
-        n_global = int(max(np.ceil(cfg.global_epochs * n / b), cfg.global_min_steps))
+        n_global = int(max(np.ceil(global_epochs * n / b), cfg.global_min_steps))
         n_random = int(cfg.global_random_fraction * n_global)
         n_valid = max(int(valid.sum()), 1)
 
