@@ -57,7 +57,6 @@ class Fitter:
         # noise-adaptive scale of the identity and expression priors (see FitConfig.adaptive_priors)
         self.prior_scale = 1.0
         self.uv_vertex_scale = 1.0  # and of the 2-D vertex term (see FitConfig.uv_noise_full_weight)
-        self.smooth_group_scale: dict = {}  # per-group factors on the smoothness weights (a clip's kind)
         self.cue_noise: dict | None = None  # what the probe measured (None: not probed yet)
 
     # ---- camera initialisation ---------------------------------------------------------------
@@ -263,15 +262,17 @@ class Fitter:
     def smoothness(self, rows: list[int], spec: dict) -> torch.Tensor:
         """Temporal smoothness of the per-frame parameters of ``rows`` with their neighbours.
 
-        spec: {'n_frames': N, 'scale': s, 'prev_only': bool}. A pair (i, i+1) is included when
-        either frame is in the batch; a neighbour outside the batch enters detached, so the
-        batch frames are pulled toward it without updating it. With ``prev_only`` only the
-        pair with the previous frame counts (online tracking).
+        spec: {'n_frames': N, 'scale': s, 'prev_only': bool, 'groups': {group: factor}}
+        ('groups' scales single groups' weights, e.g. for a landmark-only clip). A pair (i, i+1)
+        is included when either frame is in the batch; a neighbour outside the batch enters
+        detached, so the batch frames are pulled toward it without updating it. With
+        ``prev_only`` only the pair with the previous frame counts (online tracking).
         """
         cfg = self.cfg
         p = self.params
         n = spec["n_frames"]
         scale = spec.get("scale", 1.0) * cfg.smooth_scale
+        factors = spec.get("groups", {})
         in_batch = set(rows)
         pairs = set()
         for i in rows:
@@ -303,7 +304,7 @@ class Fitter:
             if cols:
                 groups.append((key, p.joints, cols))
         for key, tensor, cols in groups:
-            wk = w.get(key, 0.0) * scale * self.smooth_group_scale.get(key, 1.0)
+            wk = w.get(key, 0.0) * scale * factors.get(key, 1.0)
             if wk <= 0:
                 continue
             xa, xb = pick(tensor, a, a_in), pick(tensor, b, b_in)

@@ -160,7 +160,7 @@ def track_video(model: HeadModel, frames: Sequence[FrameCues | None], config: Fi
 
     # ---- how hard to smooth: clips with a uv or normal map, or landmarks and masks only ----
     landmark_clip = not _has_dense_cues(store, n)
-    fitter.smooth_group_scale = dict(cfg.landmark_clip_smooth) if landmark_clip else {}
+    groups = dict(cfg.landmark_clip_smooth) if landmark_clip else {}
     online_scale = cfg.landmark_clip_online_smooth_scale if landmark_clip else cfg.online_smooth_scale
     global_epochs = cfg.global_epochs * (cfg.landmark_clip_global_fraction if landmark_clip else 1.0)
 
@@ -177,7 +177,8 @@ def track_video(model: HeadModel, frames: Sequence[FrameCues | None], config: Fi
             return store[i]
         return prepare_frame(fitter.head, downsample_cues(frames[i], k), cfg, small, where=f"frame {i}")
 
-    smooth = {"n_frames": n, "scale": online_scale, "prev_only": True} if online_scale > 0 else None
+    smooth = ({"n_frames": n, "scale": online_scale, "prev_only": True, "groups": groups}
+              if online_scale > 0 else None)
     # The next frame's cues are read and prepared on a second thread while this one is fitted
     # (the fit is bound by per-operation overhead and leaves the other core mostly idle); only
     # that thread touches ``frames`` and ``store`` until the pass ends.
@@ -220,7 +221,7 @@ def track_video(model: HeadModel, frames: Sequence[FrameCues | None], config: Fi
             return rows, [store[r] for r in rows]
 
         fitter.run("global", [], [], n_global, full, EnergyOptions(shape_scale=b / n_valid), total=n,
-                   smooth={"n_frames": n, "scale": 1.0}, batches=batches, lr_scale=cfg.global_lr_scale)
+                   smooth={"n_frames": n, "scale": 1.0, "groups": groups}, batches=batches, lr_scale=cfg.global_lr_scale)
     t_global = timer() - t0
     info = {"seconds": timer(), "seconds_first": t_first, "seconds_online": t_online, "online_frames": online_frames,
             "online_steps": online_steps, "seconds_global": t_global, "global_steps": n_global}
