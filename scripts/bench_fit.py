@@ -36,7 +36,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "backend"))
 sys.path.insert(0, str(ROOT / "scripts"))
 from bench_common import cpu_name, write_section  # noqa: E402
+from headcast.openmp import set_default_wait_policy  # noqa: E402
+
+set_default_wait_policy()  # as the headcast command does: the timings are what users get
 SECTION = "## Fitting"
+
+
+def openmp_waits() -> str:
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    return f"OMP_WAIT_POLICY={policy}" if policy else f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '(default)')}"
 
 
 def med(xs) -> float:
@@ -272,7 +280,7 @@ def main(argv=None) -> int:
     # ---- the section ----
     cfg = bench.cfg
     head = (f"`scripts/bench_fit.py`, {dt.date.today().isoformat()}, {cpu_name()}, {os.cpu_count()} cores, "
-            f"torch {torch.__version__} ({args.threads} threads), Python {platform.python_version()}, "
+            f"torch {torch.__version__} ({args.threads} threads, {openmp_waits()}), Python {platform.python_version()}, "
             f"synthetic model ({bench.model.n_vertices} vertices), {args.size}² fits, {args.steps} steps per image, "
             f"{seeds} random scenes per row{' (quick run)' if args.quick else ''}; whole run {total / 60:.1f} min. "
             "Timings are wall-clock and noisy: other jobs share the machine.")

@@ -298,8 +298,9 @@ def render_section(rows, mesh_name, verts, faces, args, load_before, load_after)
         "the intrinsic cost of a step. With OpenMP's default active spin-waiting",
         "(OMP_WAIT_POLICY unset) every torch operation that runs on both threads spins at its",
         "barrier until the second core is free again, which made 2-thread steps 3-10x slower",
-        "than these figures in our runs; set OMP_WAIT_POLICY=PASSIVE (or use one torch thread)",
-        "for fitting on small shared machines.",
+        "than these figures in our runs. The headcast command therefore gives OpenMP a short",
+        "spin (GOMP_SPINCOUNT=1000, headcast/openmp.py) unless the environment sets a policy:",
+        "as fast as the default on an idle machine, about as safe as PASSIVE on a shared one.",
         "",
     ]
     return "\n".join(lines)

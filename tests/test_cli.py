@@ -63,3 +63,21 @@ def test_a_missing_identity_file_exits_naming_it(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"identity result file not found: {missing}" in proc.stderr
     assert not (tmp_path / "photo.headcast.npz").exists()
+
+
+def test_the_command_gives_openmp_a_short_spin_unless_told_otherwise():
+    """The headcast process sets GOMP_SPINCOUNT before torch loads (headcast.openmp); a wait
+    policy or spin count the user set is left alone."""
+    code = ("import os, headcast.cli, torch; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+
+    def child(**extra):
+        env = dict(base, PYTHONPATH=str(ROOT / "backend"), **extra)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert child() == ["1000", "None"]
+    assert child(OMP_WAIT_POLICY="PASSIVE") == ["None", "PASSIVE"]
+    assert child(GOMP_SPINCOUNT="50") == ["50", "None"]

@@ -12,16 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
-# Before torch loads OpenMP: spinning waits stall the fitting when cores are shared (Blender,
-# a second job); sleeping waits cost little on a dedicated machine.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from . import __version__
+from .openmp import set_default_wait_policy
+
+# before torch loads OpenMP: a short spin, neither the default's long one (stalls when the
+# cores are shared with Blender or a second job) nor none at all (slow on an idle machine)
+set_default_wait_policy()
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NO_FACE, EXIT_CANCELLED = 0, 1, 2, 3, 130
 EXIT_CODES = {"no_face": EXIT_NO_FACE, "cancelled": EXIT_CANCELLED, "internal": EXIT_FAILURE}

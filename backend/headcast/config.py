@@ -44,9 +44,9 @@ class FitSettings:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     render_size: int = 256
     steps: int = 500  # a photo (or a set of photos): full-energy steps after the camera initialisation
-    camera_steps: int = 150  # camera initialisation from landmarks
+    camera_steps: int = 75  # camera initialisation from landmarks (= FitConfig.camera_steps)
     first_frame_steps: int = 300  # first frame of a clip, identity free
-    online_steps: int = 60  # later frames: at most this many, stopping early when converged
+    online_steps: int = 30  # later frames: at most this many, stopping early when converged (= FitConfig)
     global_epochs: float = 16.0  # clip-wide smoothing pass, in visits per frame (0 = off)
     use_uv: bool = True
     use_normals: bool = True

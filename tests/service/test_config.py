@@ -55,3 +55,5 @@ def test_fit_settings_reach_the_fit_config(tmp_path):
     from headcast.fit import FitConfig
     assert default.smooth_weights == FitConfig().smooth_weights
     assert default.global_epochs == FitConfig().global_epochs
+    for name in ("steps", "camera_steps", "first_frame_steps", "online_steps"):
+        assert getattr(default, name) == getattr(FitConfig(), name), name
