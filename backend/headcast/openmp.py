@@ -14,7 +14,9 @@ thread waits there decides the speed on a small machine:
   idle machine and gives the core up quickly when it is shared: 11.6-15.8 s idle, 13.3-18.0 s
   shared (same fit, 2026-11-22, several runs each; the machine's own noise is ±20%).
 
-A policy or spin count already in the environment is kept.
+A policy or spin count already in the environment is kept. ``GOMP_SPINCOUNT`` is read by GNU
+OpenMP (torch's Linux wheels); other platforms' OpenMP runtimes ignore it and keep their own
+defaults (not measured here).
 """
 from __future__ import annotations
 
