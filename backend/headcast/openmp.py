@@ -25,9 +25,8 @@ import os
 SPIN_COUNT = "1000"
 
 
-def set_default_wait_policy(environ=None) -> None:
+def set_default_wait_policy() -> None:
     """Give OpenMP a short spin before sleeping, unless the environment says otherwise.
     Only takes effect before torch (its OpenMP runtime) is loaded."""
-    env = os.environ if environ is None else environ
-    if "OMP_WAIT_POLICY" not in env:
-        env.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
