@@ -424,9 +424,9 @@ def main(argv=None) -> int:
     for seed in range(args.seeds):
         draws = np.random.default_rng(seed).standard_normal
         scene, lin = linearise(model, seed, log=log)
+        prior = np.diag(np.where(np.isfinite(scene.prior_precision), scene.prior_precision, 0.0))
         for vname, noise in variants.items():
             cues = cue_products(lin, noise)
-            prior = np.diag(np.where(np.isfinite(scene.prior_precision), scene.prior_precision, 0.0))
             z = draws((args.samples, scene.dim))
             est = {f"bound, {vname}": {}}
             if vname == "realistic":
