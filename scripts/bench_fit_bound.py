@@ -150,7 +150,7 @@ class Scene:
         n = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
         lms = truth_landmarks(self.model, head, vcam, rots, R, (fx, fy, cx, cy))
         return {"face_id": rast.face_id[0].numpy(), "normals": n, "px": screen[0, :, :2].numpy(),
-                "depth": rast.depth[0].numpy(), "screen": screen, "rast": rast,
+                "screen": screen, "rast": rast,
                 "landmarks": np.concatenate([lm.points for lm in lms]) if lms else np.zeros((0, 2))}
 
 
@@ -160,13 +160,12 @@ def gaussian_grid_basis(points: np.ndarray, sigma: float, size: int, spacing: fl
     """Phi [P, G] such that Phi Phi^T ~ exp(-|p - q|^2 / (4 sigma^2)): the covariance of white
     noise filtered by a Gaussian of ``sigma`` and scaled to unit variance, by a grid of Gaussians."""
     from scipy.sparse import csr_matrix
+    from scipy.spatial import cKDTree
 
     margin = 3 * sigma
     g = np.arange(-margin, size + margin + 1e-9, spacing)
     gx, gy = np.meshgrid(g, g)
     centres = np.stack([gx.ravel(), gy.ravel()], 1)
-    from scipy.spatial import cKDTree
-
     pairs = cKDTree(points).query_ball_tree(cKDTree(centres), r=4 * sigma)
     rows = np.repeat(np.arange(len(points)), [len(p) for p in pairs])
     cols = np.concatenate([np.asarray(p, dtype=np.int64) for p in pairs]) if len(rows) else np.zeros(0, np.int64)
@@ -178,7 +177,8 @@ def gaussian_grid_basis(points: np.ndarray, sigma: float, size: int, spacing: fl
 
 def smooth_plus_white_products(J: np.ndarray, phi, smooth: float, white: float):
     """(J^T J, J^T C J, J^T C^-1 J) for C = white^2 I + smooth^2 Phi Phi^T (the inverse by
-    Woodbury, on the basis functions that touch the points)."""
+    Woodbury, on the basis functions that touch the points); ``phi`` is unused when there is no
+    smooth part (independent errors)."""
     jtj = J.T @ J
     if smooth <= 0:
         return jtj, white ** 2 * jtj, jtj / white ** 2
@@ -324,7 +324,7 @@ def cue_products(lin: Linearised, noise: Noise) -> dict:
                                        noise.uv_white_px * s) for c in range(2)],
                        (noise.uv_warp_px ** 2 + noise.uv_white_px ** 2) * s * s)
     sl = noise.landmark_px * s
-    out["landmarks"] = Cue.of([(j.T @ j, sl ** 2 * j.T @ j, j.T @ j / sl ** 2) for j in lin.landmarks.transpose(1, 0, 2)],
+    out["landmarks"] = Cue.of([smooth_plus_white_products(j, None, 0.0, sl) for j in lin.landmarks.transpose(1, 0, 2)],
                               sl ** 2)
     out["outline"] = Cue.of([dense_products(lin.outline, lin.outline_px / s, noise.outline_sigma_px,
                                             noise.outline_px * s, noise.outline_white_px * s)],
