@@ -95,6 +95,23 @@ def test_normal_loss_l1_outliers_and_mask():
     np.testing.assert_allclose(float(L.normal_loss(n_r, n_t, mask, 0.33, batch, 1, 8)), float(want))
 
 
+def test_normal_loss_huber_is_quadratic_inside_and_l1_outside():
+    n_t = torch.nn.functional.normalize(rng_tensor(6, 6, 3), dim=-1)
+    n_r = n_t + rng_tensor(7, 6, 3, scale=0.08)  # components on both sides of delta
+    delta = 0.07
+    mask = torch.ones(6, dtype=torch.float64)
+    batch = torch.zeros(6, dtype=torch.long)
+    d = (n_r - n_t).abs()
+    assert bool((d < delta).any()) and bool((d > delta).any())
+    want = np.where(d.numpy() < delta, d.numpy() ** 2 / (2 * delta), d.numpy() - delta / 2).sum() / (3 * 8)
+    got = L.normal_loss(n_r, n_t, mask, 0.33, batch, 1, 8, huber=delta)
+    np.testing.assert_allclose(float(got), want)
+    g = fd_check(lambda x: L.normal_loss(x, n_t, mask, 0.33, batch, 1, 8, huber=delta).sum(), n_r)
+    # the pull: the residual / delta inside, its sign outside (then / (3 * 8))
+    r = (n_r - n_t).numpy()
+    np.testing.assert_allclose(g.numpy(), np.where(np.abs(r) < delta, r / delta, np.sign(r)) / 24, atol=1e-12)
+
+
 def test_silhouette_loss_counts_only_valid_pixels():
     cov = torch.tensor([[[0.2, 0.9], [0.5, 0.0]]], dtype=torch.float64, requires_grad=True)
     target = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]], dtype=torch.float64)

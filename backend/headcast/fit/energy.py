@@ -14,6 +14,7 @@ import torch
 
 from ..render import antialias, interpolate, project_points, rasterize, vertex_normals, vertex_visibility
 from . import losses as L
+from .bias_field import smooth_field
 from .config import FitConfig
 from .correspondence import uv_correspondences
 from .cues import FrameCues, validate_cues
@@ -141,6 +142,9 @@ class EnergyOptions:
     prior_scale: float = 1.0  # noise-adaptive scale of the identity and expression priors
     uv_vertex_scale: float = 1.0  # noise-adaptive scale of the 2-D vertex term
     identity: torch.Tensor | None = None  # precomputed identity offset while the shape is frozen
+    # the de-biased mode (FitConfig.normal_bias_sigma_px): the normal residual less its smooth
+    # part, the wider eye mask on the normal and dense-uv terms
+    normal_bias: bool = False
 
 
 class Energy:
@@ -198,8 +202,12 @@ class Energy:
             cue_px = self._gather_pixels(frames, raster) if (has_normals or has_uv) else None
 
         if has_normals:
-            n_px, target, mask = self._pixel_normals(v_normals, raster, cue_px)
-            terms["normal"] = cfg.w_normal * L.normal_loss(n_px, target, mask, cfg.normal_delta, pix_batch, b, h * w)
+            n_px, target, mask = self._pixel_normals(v_normals, raster, cue_px, opts.normal_bias)
+            w_n, huber = cfg.w_normal, 0.0
+            if opts.normal_bias and cfg.normal_bias_sigma_px > 0:
+                target = target - self._normal_bias(n_px, target, mask, raster, b)
+                w_n, huber = cfg.w_normal_debiased, cfg.normal_huber_debiased
+            terms["normal"] = w_n * L.normal_loss(n_px, target, mask, cfg.normal_delta, pix_batch, b, h * w, huber)
 
         if has_sil:
             region = head.sil_face[raster.pixel_face]
@@ -213,6 +221,9 @@ class Energy:
             uv_img = interpolate(head.uv, raster, head.faces_uv)
             uv_px = uv_img.view(b * h * w, 2)[raster.pixel_index]
             target, mask = cue_px[:, 4:6], cue_px[:, 6]
+            if opts.normal_bias and head.has_eye_mask:
+                eye = interpolate(head.wide_eye_attr.expand(b, -1, -1), raster, head.faces).view(b * h * w)
+                mask = mask * (eye[raster.pixel_index] < 1e-3).to(mask.dtype)
             terms["uv_dense"] = cfg.w_uv_dense * L.uv_dense_loss(uv_px, target, mask, pix_batch, b, h * w,
                                                                  cfg.uv_dense_delta)
 
@@ -337,14 +348,15 @@ class Energy:
         intr = params.intrinsics(rows_t, self.size)
         return rots, R, vcam, v_normals, intr, project_points(vcam, *intr)
 
-    def _pixel_normals(self, v_normals: torch.Tensor, raster, cue_px: torch.Tensor):
+    def _pixel_normals(self, v_normals: torch.Tensor, raster, cue_px: torch.Tensor, wide: bool = False):
         """Rendered unit normals at the covered pixels [N, 3], the predicted ones and their
-        validity (the cue's mask, minus the model's eye region)."""
+        validity (the cue's mask, minus the model's eye mask: with ``wide``, the de-biased mode's
+        whole eye region)."""
         head = self.head
         b, (h, w) = v_normals.shape[0], self.size
         attrs = [v_normals]
         if head.has_eye_mask:
-            attrs.append(head.eye_attr.expand(b, -1, -1))
+            attrs.append((head.wide_eye_attr if wide else head.eye_attr).expand(b, -1, -1))
         img = interpolate(torch.cat(attrs, dim=-1), raster, head.faces)
         px = img.view(b * h * w, -1)[raster.pixel_index]  # [N, C] covered pixels only
         n_px = px[:, :3] / px[:, :3].norm(dim=-1, keepdim=True).clamp_min(1e-8)
@@ -352,6 +364,21 @@ class Energy:
         if head.has_eye_mask:
             mask = mask * (px[:, 3].detach() < 1e-3).to(v_normals.dtype)
         return n_px, target, mask
+
+    def _normal_bias(self, n_px, target, mask, raster, b):
+        """The smooth bias of the normal cue at the covered pixels [N, 3]: the residuals of the
+        valid pixels within the outlier cut, smoothed by a normalised convolution at
+        ``normal_bias_sigma_px`` (:func:`headcast.fit.bias_field.smooth_field`), twice ("twicing":
+        the second pass smooths what the first left, so the residual keeps (1 - G)^2 of the
+        residual's spectrum, a sharper cut between the bias's low frequencies and the face's
+        detail than one Gaussian's 1 - G)."""
+        cfg = self.cfg
+        r = (target - n_px).detach() * mask[:, None]
+        inlier = mask * (r.abs().mean(-1) < cfg.normal_delta).to(r.dtype)
+        sigma = cfg.normal_bias_sigma_px * self.width / 256.0
+        shape = (b, *self.size)
+        first = smooth_field(r, inlier, raster.pixel_index, shape, sigma, cfg.normal_bias_lambda)
+        return first + smooth_field(r - first, inlier, raster.pixel_index, shape, sigma, cfg.normal_bias_lambda)
 
     def _stack(self, frames, name: str, mask_name: str | None, shape):
         dt = self.head.dtype

@@ -23,6 +23,16 @@ def _union(masks: dict, names) -> np.ndarray | None:
     return np.unique(np.concatenate(found)).astype(np.int64) if found else None
 
 
+def _near(model: HeadModel, ids: np.ndarray | None, margin: float) -> np.ndarray:
+    """[V] bool: the vertices ``ids`` and those within ``margin`` of them (rest pose)."""
+    near = np.zeros(model.n_vertices, bool)
+    if ids is not None:
+        from scipy.spatial import cKDTree
+        near = cKDTree(model.v_template[ids]).query(model.v_template, k=1)[0] <= margin
+        near[ids] = True
+    return near
+
+
 class FitHead:
     """A :class:`HeadLayer` with the fitting's derived data, for one dtype."""
 
@@ -30,7 +40,8 @@ class FitHead:
                  dtype: torch.dtype = torch.float32, uv_vertex_masks=("face", "left_ear", "right_ear"),
                  uv_vertex_exclude=("eye_region", "left_eyeball", "right_eyeball"),
                  silhouette_masks=("face", "left_eyeball", "right_eyeball"),
-                 eye_masks=("left_eyeball", "right_eyeball"), eye_margin_m: float = 0.003) -> None:
+                 eye_masks=("left_eyeball", "right_eyeball"), eye_margin_m: float = 0.003,
+                 wide_eye_masks=()) -> None:
         self.model = model
         self.dtype = dtype
         self.layer = HeadLayer(model, n_shape, n_expr, dtype=dtype)
@@ -73,12 +84,12 @@ class FitHead:
         # where predicted normals are unreliable.
         eyes = _union(model.masks, eye_masks)
         self.has_eye_mask = eyes is not None
-        near = np.zeros(n_v, bool)
-        if eyes is not None:
-            from scipy.spatial import cKDTree
-            near = cKDTree(model.v_template[eyes]).query(model.v_template, k=1)[0] <= eye_margin_m
-            near[eyes] = True
-        self.eye_attr = torch.as_tensor(near[:, None], dtype=dtype)
+        self.eye_attr = torch.as_tensor(_near(model, eyes, eye_margin_m)[:, None], dtype=dtype)
+        # The wider eye mask of the de-biased normal mode (FitConfig.noisy_eye_masks): the
+        # whole eye region, whose predictions are the least reliable.
+        wide = _union(model.masks, wide_eye_masks)
+        self.wide_eye_attr = (self.eye_attr if wide is None or eyes is None
+                              else torch.as_tensor(_near(model, wide, eye_margin_m)[:, None], dtype=dtype))
         self.face_ids = model.masks.get("face", np.arange(n_v))
         self._mirror: dict = {}  # mirror-symmetry priors by (tolerance, with expression), built on demand
         # incident triangles of every vertex, padded with -1: vertex normals of a vertex subset

@@ -69,7 +69,7 @@ def uv_dense_loss(uv_render: torch.Tensor, uv_target: torch.Tensor, mask: torch.
 
 
 def normal_loss(n_render: torch.Tensor, n_target: torch.Tensor, mask: torch.Tensor, delta: float | None,
-                batch: torch.Tensor, n_batch: int, n_pixels: int) -> torch.Tensor:
+                batch: torch.Tensor, n_batch: int, n_pixels: int, huber: float = 0.0) -> torch.Tensor:
     """L1 of head-frame normals, mean over all pixels of the image and the 3 channels.
 
     Covered pixels only: n_render, n_target [N, 3]; mask [N] (cue valid, not an eye);
@@ -79,6 +79,8 @@ def normal_loss(n_render: torch.Tensor, n_target: torch.Tensor, mask: torch.Tens
     keep = mask
     if delta is not None:
         keep = keep * (diff.detach().mean(-1) < delta).to(diff.dtype)
+    if huber > 0:
+        diff = torch.where(diff < huber, diff * diff / (2 * huber), diff - huber / 2)
     return per_frame_sum(diff.sum(-1) * keep, batch, n_batch) / (3.0 * n_pixels)
 
 

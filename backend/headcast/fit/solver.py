@@ -40,7 +40,9 @@ class Fitter:
         self.size = (int(image_size[0]), int(image_size[1]))
         self.head = head or FitHead(model, config.n_shape, config.n_expr, _dtype(config), config.uv_vertex_masks,
                                     config.uv_vertex_exclude, config.silhouette_masks, config.eye_masks,
-                                    config.eye_margin_m)
+                                    config.eye_margin_m,
+                                    config.noisy_eye_masks if config.normal_bias_sigma_px > 0 else ())
+        self.debias = False  # the de-biased normal mode: set by the noise probe (see FitConfig)
         self.params = Params(self.head, n_frames, cam_index, config.init_focal, config.init_distance)
         self.energy = Energy(self.head, config, self.size)
         self._energies = {self.size: self.energy}
@@ -193,7 +195,7 @@ class Fitter:
 
     def run_coarse_to_fine(self, stage: str, rows: list[int], cues: list, frames: list[PreparedFrame], steps: int,
                            active: set[str], opts: EnergyOptions | None = None, label: int = -1, total: int = 1,
-                           batches=None) -> None:
+                           batches=None, normal_bias: bool = True) -> None:
         """A stage whose first ``coarse_fraction`` of steps render at 1/``coarse_downsample`` of
         the size (cheaper steps while the head is still far off), the rest at full size.
 
@@ -203,7 +205,8 @@ class Fitter:
         The first such stage of a fit also probes the cue noise at ``noise_probe_at`` of its
         steps and sets the prior scale from it (:meth:`probe_noise`). The blendshape
         coefficients and the jaw step at ``lr_full_fit`` here (these stages solve them from
-        the mean head; see the config).
+        the mean head; see the config). After the probe, the normals are de-biased if it found
+        them biased (``FitConfig.normal_bias_sigma_px``) and ``normal_bias`` allows it.
         """
         cfg = self.cfg
         k = max(1, int(cfg.coarse_downsample))
@@ -225,7 +228,8 @@ class Fitter:
             for a, b in zip(cuts[:-1], cuts[1:]):
                 _, by_row, energy = max((lv for lv in levels if lv[0] <= a), key=lambda lv: lv[0])
                 pick = None if batches is None else (lambda step, f=by_row: batches(step, f))
-                self.run(stage, rows, [by_row[r] for r in rows], b - a, active, opts, label, total, batches=pick,
+                seg_opts = replace(opts or EnergyOptions(), normal_bias=normal_bias and self.debias)
+                self.run(stage, rows, [by_row[r] for r in rows], b - a, active, seg_opts, label, total, batches=pick,
                          energy=energy, schedule=(a, steps))
                 if b == probe:
                     self.probe_noise(rows, [by_row[r] for r in rows], energy)
@@ -254,10 +258,17 @@ class Fitter:
         scale = float(np.clip(ratio ** 2, cfg.prior_scale_min, 1.0))
         self.cue_noise = noise
         self.prior_scale = scale
+        self.debias = self.normals_biased()
         if "uv" in noise:
             self.uv_vertex_scale = float(np.clip((cfg.uv_noise_full_weight / max(noise["uv"], 1e-12)) ** 2,
                                                  cfg.uv_vertex_scale_min, 1.0))
         return scale
+
+    def normals_biased(self) -> bool:
+        """Whether the probe found the normals noisy enough for the de-biased mode."""
+        cfg = self.cfg
+        return (cfg.normal_bias_sigma_px > 0 and self.cue_noise is not None
+                and self.cue_noise.get("normal_deg", 0.0) > cfg.normal_bias_min_deg)
 
     def smoothness(self, rows: list[int], spec: dict) -> torch.Tensor:
         """Temporal smoothness of the per-frame parameters of ``rows`` with their neighbours.
@@ -359,6 +370,7 @@ class Fitter:
             self.prior_scale = float(state["prior_scale"])
             self.uv_vertex_scale = float(state.get("uv_vertex_scale", 1.0))
             self.cue_noise = {k[len("noise_"):]: float(v) for k, v in state.items() if k.startswith("noise_")}
+            self.debias = self.normals_biased()
         for name, t in opt.tensors.items():
             if f"p_{name}" not in state or (name not in opt.per_frame and not shared):
                 continue

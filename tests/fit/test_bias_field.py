@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The smooth normal-bias field: the normalised convolution against a float64 scipy
+reference, its recovery of a known smooth bias at the true head, the probe that switches the
+de-biased mode on for biased normals only, and the eye region that mode leaves out."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+
+from headcast.fit import FitConfig
+from headcast.fit import synthetic_cues as sc
+from headcast.fit.bias_field import gaussian_blur, smooth_field
+from headcast.fit.energy import EnergyOptions, prepare_frame
+from headcast.render import rasterize
+
+from .test_adaptive_priors import fitter_at_truth
+
+
+def reference_normalised_convolution(values, weights, sigma, lam):
+    """float64: blur(w v) / (blur(w) + lam) with scipy's Gaussian (zero outside, 3 sigma)."""
+    num = np.stack([gaussian_filter(values[..., c] * weights, sigma, mode="constant", truncate=3.0)
+                    for c in range(values.shape[-1])], -1)
+    den = gaussian_filter(weights, sigma, mode="constant", truncate=3.0)
+    return num / (den[..., None] + lam)
+
+
+@pytest.mark.parametrize("sigma, tol", [(2.5, 1e-4), (12.0, 0.04)])
+def test_smooth_field_matches_a_float64_normalised_convolution(sigma, tol):
+    rng = np.random.default_rng(0)
+    h, w = 96, 80
+    yy, xx = np.mgrid[0:h, 0:w]
+    # a smooth field plus noise, sampled on a blob-shaped support with holes and outliers cut
+    field = np.stack([np.sin(xx / 13.0 + c) * np.cos(yy / 17.0 - c) for c in range(3)], -1)
+    values = field + 0.3 * rng.normal(size=field.shape)
+    support = ((xx - 40) ** 2 / 35 ** 2 + (yy - 48) ** 2 / 42 ** 2 < 1) & (rng.random((h, w)) > 0.1)
+    weights = (support & (rng.random((h, w)) > 0.05)).astype(np.float64)
+    idx = np.flatnonzero(support)
+    got = smooth_field(torch.as_tensor(values.reshape(-1, 3)[idx]), torch.as_tensor(weights.reshape(-1)[idx]),
+                       torch.as_tensor(idx), (1, h, w), sigma, 0.01).numpy()
+    want = reference_normalised_convolution(values, weights, sigma, 0.01).reshape(-1, 3)[idx]
+    # the wide kernel runs on a pooled grid: compare with the field's own size
+    err = np.sqrt(np.mean((got - want) ** 2)) / np.sqrt(np.mean(want ** 2))
+    assert err < tol, err
+
+
+def test_gaussian_blur_keeps_a_constant_inside_and_the_mass():
+    img = torch.zeros(1, 1, 128, 128, dtype=torch.float64)
+    img[..., 40:90, 30:100] = 1.0
+    out = gaussian_blur(img, 12.0)
+    assert out.shape == img.shape
+    want = gaussian_filter(img[0, 0].numpy(), 12.0, mode="constant", truncate=3.0)
+    assert np.abs(out[0, 0].numpy() - want).max() < 0.02  # the pooled blur, against the exact one
+    assert abs(float(out.sum() / img.sum()) - 1.0) < 0.01
+
+
+def biased_cues(frame, deg, seed=5):
+    """The exact cues with only a smooth normal bias of ``deg`` per component."""
+    c = sc.Corruption(uv_warp_px=0, uv_noise=0, normal_bias_deg=deg, normal_noise_deg=0, blur_px=0, blobs=0,
+                      wrong_eyes=False, mask_edge_px=0, landmark_noise_px=0, landmark_outlier_px=0,
+                      landmark_drop_frac=0)
+    return sc.corrupt(frame, np.random.default_rng(seed), c)
+
+
+def test_bias_of_a_smoothly_biased_normal_cue_is_recovered_at_the_truth(synthetic_model, scene128):
+    truth, frame = scene128
+    cfg = FitConfig(normal_bias_sigma_px=12.0, normal_huber_debiased=0.0)  # L1 both: comparable values
+    f = fitter_at_truth(synthetic_model, truth, cfg)
+    size = truth.image_size
+    energy = f.energy
+    exact = prepare_frame(f.head, frame.cues, cfg, size)
+    biased = prepare_frame(f.head, biased_cues(frame, 6.0), cfg, size)
+    _, _, _, v_normals, _, screen = energy._posed(f.params, torch.tensor([0]), True, None)
+    raster = rasterize(screen, f.head.faces, size, cull_backfaces=True)
+    n_px, t_exact, mask = energy._pixel_normals(v_normals, raster, energy._gather_pixels([exact], raster))
+    _, t_biased, _ = energy._pixel_normals(v_normals, raster, energy._gather_pixels([biased], raster))
+    ok = mask > 0
+    injected = (t_biased - t_exact)[ok]
+    estimate = energy._normal_bias(n_px, t_biased, mask, raster, 1)[ok]
+    rms = lambda a: float(a.pow(2).mean().sqrt())  # noqa: E731
+    assert rms(injected) > 0.05  # about 6 degrees
+    # what the estimator aims at: the injected bias smoothed the same way (float64, scipy)
+    h, w = size
+    img = np.zeros((h * w, 3))
+    wts = np.zeros(h * w)
+    idx = raster.pixel_index[ok].numpy()
+    img[idx], wts[idx] = injected.double().numpy(), 1.0
+    sigma, lam = cfg.normal_bias_sigma_px * w / 256, cfg.normal_bias_lambda
+    first = reference_normalised_convolution(img.reshape(h, w, 3), wts.reshape(h, w), sigma, lam)
+    # twicing: the first estimate plus the same smoothing of what it left
+    second = reference_normalised_convolution(img.reshape(h, w, 3) - first * wts.reshape(h, w, 1), wts.reshape(h, w),
+                                             sigma, lam)
+    want = (first + second).reshape(-1, 3)[idx]
+    assert rms(estimate.double() - torch.as_tensor(want)) < 0.1 * rms(injected)
+    # and that is most of the bias (the rest is detail finer than the smoothing)
+    assert rms(estimate - injected) < 0.65 * rms(injected), (rms(estimate - injected), rms(injected))
+    # and the de-biased normal term at the truth is a fraction of the raw one (per unit weight)
+    raw = energy(f.params, [0], [biased], EnergyOptions(regularize=False, normal_bias=False))[2]["normal"]
+    debiased = energy(f.params, [0], [biased], EnergyOptions(regularize=False, normal_bias=True))[2]["normal"]
+    per_weight = float(debiased) / cfg.w_normal_debiased, float(raw) / cfg.w_normal
+    assert per_weight[0] < 0.6 * per_weight[1], per_weight
+
+
+def test_probe_switches_the_de_biased_mode_on_for_biased_normals_only(synthetic_model, scene128):
+    truth, frame = scene128
+    cfg = FitConfig(normal_bias_sigma_px=12.0)
+    size = truth.image_size
+    for cues, want in ((frame.cues, False), (biased_cues(frame, 6.0), True),
+                       (sc.corrupt(frame, np.random.default_rng(1), sc.REALISTIC), True)):
+        f = fitter_at_truth(synthetic_model, truth, cfg)
+        f.probe_noise([0], [prepare_frame(f.head, cues, cfg, size)])
+        assert f.debias == want, f.cue_noise
+    f = fitter_at_truth(synthetic_model, truth, replace(cfg, normal_bias_sigma_px=0.0))
+    f.probe_noise([0], [prepare_frame(f.head, biased_cues(frame, 6.0), cfg, size)])
+    assert not f.debias
+
+
+def test_de_biased_mode_leaves_the_eye_region_out_of_the_normal_and_uv_terms(synthetic_model, scene128):
+    truth, frame = scene128
+    cfg = FitConfig(normal_bias_sigma_px=12.0)
+    f = fitter_at_truth(synthetic_model, truth, cfg)
+    head, energy, size = f.head, f.energy, truth.image_size
+    region = synthetic_model.masks["eye_region"]
+    assert bool(head.wide_eye_attr[region].all()) and not bool(head.eye_attr[region].all())
+    prepared = prepare_frame(head, frame.cues, cfg, size)
+    _, _, _, v_normals, _, screen = energy._posed(f.params, torch.tensor([0]), True, None)
+    raster = rasterize(screen, head.faces, size, cull_backfaces=True)
+    cue_px = energy._gather_pixels([prepared], raster)
+    _, _, narrow = energy._pixel_normals(v_normals, raster, cue_px, wide=False)
+    _, _, wide = energy._pixel_normals(v_normals, raster, cue_px, wide=True)
+    # pixels of triangles inside the wide eye mask are left out, those of triangles away from it kept
+    corners = head.wide_eye_attr[:, 0][head.faces][raster.pixel_face]  # [N, 3]
+    inside, away = corners.amin(1) > 0, corners.amax(1) == 0
+    assert bool((wide[inside] == 0).all())
+    assert torch.equal(wide[away], narrow[away])
+    assert float(narrow[inside].sum()) > 50  # the narrow mask kept many of them
