@@ -73,8 +73,8 @@ def test_bias_of_a_smoothly_biased_normal_cue_is_recovered_at_the_truth(syntheti
     biased = prepare_frame(f.head, biased_cues(frame, 6.0), cfg, size)
     _, _, _, v_normals, _, screen = energy._posed(f.params, torch.tensor([0]), True, None)
     raster = rasterize(screen, f.head.faces, size, cull_backfaces=True)
-    n_px, t_exact, mask = energy._pixel_normals(v_normals, raster, energy._gather_pixels([exact], raster))
-    _, t_biased, _ = energy._pixel_normals(v_normals, raster, energy._gather_pixels([biased], raster))
+    n_px, t_exact, mask, _ = energy._pixel_normals(v_normals, raster, energy._gather_pixels([exact], raster))
+    _, t_biased, _, _ = energy._pixel_normals(v_normals, raster, energy._gather_pixels([biased], raster))
     ok = mask > 0
     injected = (t_biased - t_exact)[ok]
     estimate = energy._normal_bias(n_px, t_biased, mask, raster, 1)[ok]
@@ -110,10 +110,10 @@ def test_probe_switches_the_de_biased_mode_on_for_biased_normals_only(synthetic_
                        (sc.corrupt(frame, np.random.default_rng(1), sc.REALISTIC), True)):
         f = fitter_at_truth(synthetic_model, truth, cfg)
         f.probe_noise([0], [prepare_frame(f.head, cues, cfg, size)])
-        assert f.debias == want, f.cue_noise
+        assert f.normals_biased() == want, f.cue_noise
     f = fitter_at_truth(synthetic_model, truth, replace(cfg, normal_bias_sigma_px=0.0))
     f.probe_noise([0], [prepare_frame(f.head, biased_cues(frame, 6.0), cfg, size)])
-    assert not f.debias
+    assert not f.normals_biased()
 
 
 def test_de_biased_mode_leaves_the_eye_region_out_of_the_normal_and_uv_terms(synthetic_model, scene128):
@@ -127,8 +127,8 @@ def test_de_biased_mode_leaves_the_eye_region_out_of_the_normal_and_uv_terms(syn
     _, _, _, v_normals, _, screen = energy._posed(f.params, torch.tensor([0]), True, None)
     raster = rasterize(screen, head.faces, size, cull_backfaces=True)
     cue_px = energy._gather_pixels([prepared], raster)
-    _, _, narrow = energy._pixel_normals(v_normals, raster, cue_px, wide=False)
-    _, _, wide = energy._pixel_normals(v_normals, raster, cue_px, wide=True)
+    _, _, narrow, _ = energy._pixel_normals(v_normals, raster, cue_px, wide=False)
+    _, _, wide, _ = energy._pixel_normals(v_normals, raster, cue_px, wide=True)
     # pixels of triangles inside the wide eye mask are left out, those of triangles away from it kept
     corners = head.wide_eye_attr[:, 0][head.faces][raster.pixel_face]  # [N, 3]
     inside, away = corners.amin(1) > 0, corners.amax(1) == 0

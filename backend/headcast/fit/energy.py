@@ -201,8 +201,9 @@ class Energy:
             pix_batch = raster.pixel_batch
             cue_px = self._gather_pixels(frames, raster) if (has_normals or has_uv) else None
 
+        eye_ok = None  # pixels outside the eye mask in use, once rendered (the normal and dense-uv terms)
         if has_normals:
-            n_px, target, mask = self._pixel_normals(v_normals, raster, cue_px, opts.normal_bias)
+            n_px, target, mask, eye_ok = self._pixel_normals(v_normals, raster, cue_px, opts.normal_bias)
             w_n, huber = cfg.w_normal, 0.0
             if opts.normal_bias and cfg.normal_bias_sigma_px > 0:
                 target = target - self._normal_bias(n_px, target, mask, raster, b)
@@ -222,8 +223,10 @@ class Energy:
             uv_px = uv_img.view(b * h * w, 2)[raster.pixel_index]
             target, mask = cue_px[:, 4:6], cue_px[:, 6]
             if opts.normal_bias and head.has_eye_mask:
-                eye = interpolate(head.wide_eye_attr.expand(b, -1, -1), raster, head.faces).view(b * h * w)
-                mask = mask * (eye[raster.pixel_index] < 1e-3).to(mask.dtype)
+                if eye_ok is None:  # no normal term rendered it
+                    eye = interpolate(head.wide_eye_attr.expand(b, -1, -1), raster, head.faces)
+                    eye_ok = self._outside_eyes(eye.view(b * h * w)[raster.pixel_index], mask.dtype)
+                mask = mask * eye_ok
             terms["uv_dense"] = cfg.w_uv_dense * L.uv_dense_loss(uv_px, target, mask, pix_batch, b, h * w,
                                                                  cfg.uv_dense_delta)
 
@@ -318,7 +321,7 @@ class Energy:
         _, _, _, v_normals, _, screen = self._posed(params, rows_t, has_normals, None)
         raster = rasterize(screen, head.faces, (h, w), cull_backfaces=True)
         if has_normals:
-            n_px, target, mask = self._pixel_normals(v_normals, raster, self._gather_pixels(frames, raster))
+            n_px, target, mask, _ = self._pixel_normals(v_normals, raster, self._gather_pixels(frames, raster))
             ok = mask > 0
             if int(ok.sum()) >= 50:
                 tgt = target[ok] / target[ok].norm(dim=-1, keepdim=True).clamp_min(1e-8)
@@ -349,9 +352,9 @@ class Energy:
         return rots, R, vcam, v_normals, intr, project_points(vcam, *intr)
 
     def _pixel_normals(self, v_normals: torch.Tensor, raster, cue_px: torch.Tensor, wide: bool = False):
-        """Rendered unit normals at the covered pixels [N, 3], the predicted ones and their
+        """Rendered unit normals at the covered pixels [N, 3], the predicted ones, their
         validity (the cue's mask, minus the model's eye mask: with ``wide``, the de-biased mode's
-        whole eye region)."""
+        whole eye region) and that eye mask's own validity [N] (None without an eye mask)."""
         head = self.head
         b, (h, w) = v_normals.shape[0], self.size
         attrs = [v_normals]
@@ -361,9 +364,15 @@ class Energy:
         px = img.view(b * h * w, -1)[raster.pixel_index]  # [N, C] covered pixels only
         n_px = px[:, :3] / px[:, :3].norm(dim=-1, keepdim=True).clamp_min(1e-8)
         target, mask = cue_px[:, :3], cue_px[:, 3]
-        if head.has_eye_mask:
-            mask = mask * (px[:, 3].detach() < 1e-3).to(v_normals.dtype)
-        return n_px, target, mask
+        eye_ok = self._outside_eyes(px[:, 3].detach(), v_normals.dtype) if head.has_eye_mask else None
+        if eye_ok is not None:
+            mask = mask * eye_ok
+        return n_px, target, mask, eye_ok
+
+    @staticmethod
+    def _outside_eyes(eye_attr_px: torch.Tensor, dtype) -> torch.Tensor:
+        """1 where a pixel's interpolated eye attribute is zero (its triangle has no eye vertex)."""
+        return (eye_attr_px < 1e-3).to(dtype)
 
     def _normal_bias(self, n_px, target, mask, raster, b):
         """The smooth bias of the normal cue at the covered pixels [N, 3]: the residuals of the

@@ -42,7 +42,6 @@ class Fitter:
                                     config.uv_vertex_exclude, config.silhouette_masks, config.eye_masks,
                                     config.eye_margin_m,
                                     config.noisy_eye_masks if config.normal_bias_sigma_px > 0 else ())
-        self.debias = False  # the de-biased normal mode: set by the noise probe (see FitConfig)
         self.params = Params(self.head, n_frames, cam_index, config.init_focal, config.init_distance)
         self.energy = Energy(self.head, config, self.size)
         self._energies = {self.size: self.energy}
@@ -228,7 +227,7 @@ class Fitter:
             for a, b in zip(cuts[:-1], cuts[1:]):
                 _, by_row, energy = max((lv for lv in levels if lv[0] <= a), key=lambda lv: lv[0])
                 pick = None if batches is None else (lambda step, f=by_row: batches(step, f))
-                seg_opts = replace(opts or EnergyOptions(), normal_bias=normal_bias and self.debias)
+                seg_opts = replace(opts or EnergyOptions(), normal_bias=normal_bias and self.normals_biased())
                 self.run(stage, rows, [by_row[r] for r in rows], b - a, active, seg_opts, label, total, batches=pick,
                          energy=energy, schedule=(a, steps))
                 if b == probe:
@@ -258,14 +257,14 @@ class Fitter:
         scale = float(np.clip(ratio ** 2, cfg.prior_scale_min, 1.0))
         self.cue_noise = noise
         self.prior_scale = scale
-        self.debias = self.normals_biased()
         if "uv" in noise:
             self.uv_vertex_scale = float(np.clip((cfg.uv_noise_full_weight / max(noise["uv"], 1e-12)) ** 2,
                                                  cfg.uv_vertex_scale_min, 1.0))
         return scale
 
     def normals_biased(self) -> bool:
-        """Whether the probe found the normals noisy enough for the de-biased mode."""
+        """Whether the probe found the normals noisy enough for the de-biased mode (False before
+        the probe; a resumed fit reads the probe's outcome from its saved state)."""
         cfg = self.cfg
         return (cfg.normal_bias_sigma_px > 0 and self.cue_noise is not None
                 and self.cue_noise.get("normal_deg", 0.0) > cfg.normal_bias_min_deg)
@@ -370,7 +369,6 @@ class Fitter:
             self.prior_scale = float(state["prior_scale"])
             self.uv_vertex_scale = float(state.get("uv_vertex_scale", 1.0))
             self.cue_noise = {k[len("noise_"):]: float(v) for k, v in state.items() if k.startswith("noise_")}
-            self.debias = self.normals_biased()
         for name, t in opt.tensors.items():
             if f"p_{name}" not in state or (name not in opt.per_frame and not shared):
                 continue
