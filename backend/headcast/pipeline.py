@@ -307,7 +307,10 @@ def _noise_note(fit, size: int) -> str:
     noise = fit.info.get("cue_noise") or {}
     parts = []
     if "normal_deg" in noise:
-        parts.append(f"normals {noise['normal_deg']:.1f} deg")
+        part = f"normals {noise['normal_deg']:.1f} deg"
+        if "normal_smooth_deg" in noise:
+            part += f" (smooth part {noise['normal_smooth_deg']:.1f} deg)"
+        parts.append(part)
     if "uv" in noise:
         parts.append(f"uv correspondences {noise['uv'] * size:.2f} px")
     measured = ", ".join(parts) if parts else "not measured"

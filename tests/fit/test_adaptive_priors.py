@@ -64,7 +64,7 @@ def test_cue_noise_measures_a_known_normal_rotation_and_vertex_shift(synthetic_m
     assert "normal_deg" not in f.energy.cue_noise(f.params, [0], [prepare_frame(f.head, only_uv, f.cfg, size)])
 
 
-# probe floors of 1 deg and 0.6 px (of a 256 px width), references 6.5 deg and 1.4 px; a
+# probe floors of 1 deg (the normals' smooth part) and 0.6 px (of a 256 px width), references 6.5 deg and 1.4 px; a
 # measurement m of a cue counts as sqrt(m^2 - floor^2), and so does the reference
 _REF_N = math.sqrt(6.5 ** 2 - 1.0)  # the normal reference above its floor
 _REF_UV = math.sqrt(1.4 ** 2 - 0.36)  # the uv reference above its floor, px
@@ -77,21 +77,23 @@ def _at(above: float, floor: float) -> float:
 
 @pytest.mark.parametrize("noise, expected", [
     # the noisier cue decides: ratios 1/2 and 1/4 give (1/2)^2
-    ({"normal_deg": _at(0.5 * _REF_N, 1.0), "uv": _at(0.25 * _REF_UV, 0.6) / 256}, 0.25),
-    ({"normal_deg": _at(0.1 * _REF_N, 1.0), "uv": _at(0.2 * _REF_UV, 0.6) / 256}, 0.04),
-    ({"normal_deg": _at(0.1 * _REF_N, 1.0)}, 0.01),
-    ({"normal_deg": 6.5, "uv": 1.4 / 256}, 1.0),  # at the reference: the tuned priors
-    ({"normal_deg": 30.0, "uv": 0.1}, 1.0),  # noisier than the tuning: the priors stay
-    ({"normal_deg": 0.9, "uv": 0.5 / 256}, 1e-3),  # both at the probe's floor: the minimum
-    ({"normal_deg": 1e-4, "uv": 1e-7}, 1e-3),  # never below prior_scale_min
+    ({"normal_smooth_deg": _at(0.5 * _REF_N, 1.0), "uv": _at(0.25 * _REF_UV, 0.6) / 256}, 0.25),
+    ({"normal_smooth_deg": _at(0.1 * _REF_N, 1.0), "uv": _at(0.2 * _REF_UV, 0.6) / 256}, 0.04),
+    ({"normal_smooth_deg": _at(0.1 * _REF_N, 1.0)}, 0.01),
+    ({"normal_smooth_deg": 6.5, "uv": 1.4 / 256}, 1.0),  # at the reference: the tuned priors
+    ({"normal_smooth_deg": 30.0, "uv": 0.1}, 1.0),  # noisier than the tuning: the priors stay
+    ({"normal_smooth_deg": 0.9, "uv": 0.5 / 256}, 1e-3),  # both at the probe's floor: the minimum
+    ({"normal_smooth_deg": 1e-4, "uv": 1e-7}, 1e-3),  # never below prior_scale_min
     # one cue at its floor does not relax the priors while the other is at the reference
-    ({"normal_deg": 0.5, "uv": 1.4 / 256}, 1.0),
-    ({"normal_deg": 6.5, "uv": 0.5 / 256}, 1.0),
+    ({"normal_smooth_deg": 0.5, "uv": 1.4 / 256}, 1.0),
+    ({"normal_smooth_deg": 6.5, "uv": 0.5 / 256}, 1.0),
     ({}, 1.0),  # nothing to judge by
+    # normals far off pixel by pixel but without a smooth error: only the smooth part counts
+    ({"normal_deg": 30.0, "normal_white_deg": 30.0, "normal_smooth_deg": 0.9, "uv": 0.5 / 256}, 1e-3),
 ])
 def test_prior_scale_from_the_measured_noise(synthetic_model, monkeypatch, noise, expected):
-    cfg = FitConfig(noise_ref_normal_deg=6.5, noise_ref_uv=1.4 / 256, prior_scale_min=1e-3,
-                    noise_floor_normal_deg=1.0, noise_floor_uv=0.6 / 256)
+    cfg = FitConfig(noise_ref_normal_smooth_deg=6.5, noise_ref_uv=1.4 / 256, prior_scale_min=1e-3,
+                    noise_floor_normal_smooth_deg=1.0, noise_floor_uv=0.6 / 256)
     f = Fitter(synthetic_model, cfg, (64, 64), 1)
     monkeypatch.setattr(f.energy, "cue_noise", lambda *a: dict(noise))
     assert f.probe_noise([0], [None]) == pytest.approx(expected, rel=1e-9)
@@ -99,10 +101,10 @@ def test_prior_scale_from_the_measured_noise(synthetic_model, monkeypatch, noise
 
 
 def test_without_floors_the_ratio_is_the_plain_noise_ratio(synthetic_model, monkeypatch):
-    cfg = FitConfig(noise_ref_normal_deg=6.5, noise_ref_uv=1.4 / 256, noise_floor_normal_deg=0.0,
+    cfg = FitConfig(noise_ref_normal_smooth_deg=6.5, noise_ref_uv=1.4 / 256, noise_floor_normal_smooth_deg=0.0,
                     noise_floor_uv=0.0)
     f = Fitter(synthetic_model, cfg, (64, 64), 1)
-    monkeypatch.setattr(f.energy, "cue_noise", lambda *a: {"normal_deg": 3.25, "uv": 0.35 / 256})
+    monkeypatch.setattr(f.energy, "cue_noise", lambda *a: {"normal_smooth_deg": 3.25, "uv": 0.35 / 256})
     assert f.probe_noise([0], [None]) == pytest.approx(0.5 * 0.5, rel=1e-9)  # ratios 1/2 and 1/4
 
 
@@ -116,7 +118,7 @@ def test_without_floors_the_ratio_is_the_plain_noise_ratio(synthetic_model, monk
 def test_vertex_term_scale_from_the_measured_uv_noise(synthetic_model, monkeypatch, uv_px, expected):
     cfg = FitConfig(uv_noise_full_weight=0.7 / 256, uv_vertex_scale_min=0.25)
     f = Fitter(synthetic_model, cfg, (64, 64), 1)
-    noise = {"normal_deg": 3.0} if uv_px is None else {"normal_deg": 3.0, "uv": uv_px / 256}
+    noise = {"normal_smooth_deg": 3.0} if uv_px is None else {"normal_smooth_deg": 3.0, "uv": uv_px / 256}
     monkeypatch.setattr(f.energy, "cue_noise", lambda *a: dict(noise))
     f.probe_noise([0], [None])
     assert f.uv_vertex_scale == pytest.approx(expected, rel=1e-9)
@@ -202,5 +204,5 @@ def test_noisy_cues_keep_the_priors(synthetic_model, scene128):
     cues = sc.corrupt(frame, np.random.default_rng(5), sc.REALISTIC)
     fit = fit_images(synthetic_model, [cues], FitConfig(steps=100, camera_steps=60))
     noise = fit.info["cue_noise"]
-    assert noise["normal_deg"] > 4.0 and fit.info["prior_scale"] > 0.5, fit.info
+    assert noise["normal_deg"] > 4.0 and noise["normal_smooth_deg"] > 2.0 and fit.info["prior_scale"] > 0.5, fit.info
     assert fit.info["uv_vertex_scale"] < 0.5, fit.info  # the warped uv map weighs less

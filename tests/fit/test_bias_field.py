@@ -55,10 +55,11 @@ def test_gaussian_blur_keeps_a_constant_inside_and_the_mass():
     assert abs(float(out.sum() / img.sum()) - 1.0) < 0.01
 
 
-def biased_cues(frame, deg, seed=5):
-    """The exact cues with only a smooth normal bias of ``deg`` per component."""
-    c = sc.Corruption(uv_warp_px=0, uv_noise=0, normal_bias_deg=deg, normal_noise_deg=0, blur_px=0, blobs=0,
-                      wrong_eyes=False, mask_edge_px=0, landmark_noise_px=0, landmark_outlier_px=0,
+def biased_cues(frame, deg, seed=5, noise_deg=0.0):
+    """The exact cues with only a smooth normal bias of ``deg`` and pixel noise of ``noise_deg``
+    per component."""
+    c = sc.Corruption(uv_warp_px=0, uv_noise=0, normal_bias_deg=deg, normal_noise_deg=noise_deg, blur_px=0,
+                      blobs=0, wrong_eyes=False, mask_edge_px=0, landmark_noise_px=0, landmark_outlier_px=0,
                       landmark_drop_frac=0)
     return sc.corrupt(frame, np.random.default_rng(seed), c)
 
@@ -107,6 +108,7 @@ def test_probe_switches_the_de_biased_mode_on_for_biased_normals_only(synthetic_
     cfg = FitConfig(normal_bias_sigma_px=12.0)
     size = truth.image_size
     for cues, want in ((frame.cues, False), (biased_cues(frame, 6.0), True),
+                       (biased_cues(frame, 0.0, noise_deg=4.0), False),  # pixel noise alone averages out
                        (sc.corrupt(frame, np.random.default_rng(1), sc.REALISTIC), True)):
         f = fitter_at_truth(synthetic_model, truth, cfg)
         f.probe_noise([0], [prepare_frame(f.head, cues, cfg, size)])
@@ -114,6 +116,44 @@ def test_probe_switches_the_de_biased_mode_on_for_biased_normals_only(synthetic_
     f = fitter_at_truth(synthetic_model, truth, replace(cfg, normal_bias_sigma_px=0.0))
     f.probe_noise([0], [prepare_frame(f.head, biased_cues(frame, 6.0), cfg, size)])
     assert not f.normals_biased()
+
+
+@pytest.mark.parametrize("bias_deg, noise_deg", [(6.0, 0.0), (0.0, 4.0), (6.0, 4.0)])
+def test_probe_splits_the_normal_residual_into_its_smooth_part_and_the_rest(synthetic_model, scene128,
+                                                                           bias_deg, noise_deg):
+    truth, frame = scene128
+    cfg = FitConfig()
+    f = fitter_at_truth(synthetic_model, truth, cfg)
+    size = truth.image_size
+    energy = f.energy
+    cues = biased_cues(frame, bias_deg, noise_deg=noise_deg)
+    noise = energy.cue_noise(f.params, [0], [prepare_frame(f.head, cues, cfg, size)])
+    # the reference: the injected error (predicted minus exact normals at the valid pixels, which
+    # at the truth is the residual less the rendering's interpolation error) split by a float64
+    # normalised convolution with every valid pixel an inlier
+    exact = prepare_frame(f.head, frame.cues, cfg, size)
+    noisy = prepare_frame(f.head, cues, cfg, size)
+    _, _, _, v_normals, _, screen = energy._posed(f.params, torch.tensor([0]), True, None)
+    raster = rasterize(screen, f.head.faces, size, cull_backfaces=True)
+    _, t_exact, mask, _ = energy._pixel_normals(v_normals, raster, energy._gather_pixels([exact], raster))
+    _, t_noisy, _, _ = energy._pixel_normals(v_normals, raster, energy._gather_pixels([noisy], raster))
+    ok = (mask > 0).numpy()
+    h, w = size
+    img, wts = np.zeros((h * w, 3)), np.zeros(h * w)
+    idx = raster.pixel_index.numpy()[ok]
+    img[idx], wts[idx] = (t_noisy - t_exact).double().numpy()[ok], 1.0
+    smooth = reference_normalised_convolution(img.reshape(h, w, 3), wts.reshape(h, w),
+                                              cfg.probe_smooth_sigma_px * w / 256, cfg.normal_bias_lambda)
+    smooth = smooth.reshape(-1, 3)[idx]
+    want_smooth = np.degrees(np.median(np.linalg.norm(smooth, axis=1)))
+    want_white = np.degrees(np.median(np.linalg.norm(img[idx] - smooth, axis=1)))
+    # (the cues were rendered by the same rasteriser: at the truth the residual is the injected error)
+    assert abs(noise["normal_smooth_deg"] - want_smooth) < 0.03 * want_smooth + 0.05, (noise, want_smooth)
+    assert abs(noise["normal_white_deg"] - want_white) < 0.03 * want_white + 0.05, (noise, want_white)
+    if noise_deg == 0:  # a smooth bias is mostly smooth part
+        assert noise["normal_smooth_deg"] > 2.0 * noise["normal_white_deg"], noise
+    if bias_deg == 0:  # pixel noise is mostly not
+        assert noise["normal_smooth_deg"] < 0.3 * noise["normal_white_deg"], noise
 
 
 def test_de_biased_mode_leaves_the_eye_region_out_of_the_normal_and_uv_terms(synthetic_model, scene128):

@@ -277,6 +277,10 @@ def test_noise_note_reports_what_the_probe_set():
                                 "uv_vertex_scale": 0.25})
     assert _noise_note(fit, 512) == ("cue noise (median residual): normals 7.1 deg, uv correspondences 2.80 px; "
                                      "identity/expression priors x1; uv correspondences weighted x0.25")
+    # with the smooth part the prior scale was judged by (results from this version on)
+    fit.info["cue_noise"]["normal_smooth_deg"] = 4.26
+    assert _noise_note(fit, 512).startswith("cue noise (median residual): normals 7.1 deg (smooth part 4.3 deg), "
+                                            "uv correspondences 2.80 px; ")
 
 
 def test_an_identity_from_photos_is_held_for_a_clip_and_a_photo(fast_settings, tmp_path, astronaut_png,

@@ -304,12 +304,17 @@ class Energy:
     @torch.no_grad()
     def cue_noise(self, params: Params, rows: list[int], frames: list[PreparedFrame]) -> dict:
         """How far the cues are from the current head: the median angle in degrees between the
-        rendered and the predicted normals over the valid normal pixels (``normal_deg``), and the
-        median distance between the visible corresponded vertices and their targets as a fraction
-        of the image width (``uv``). A cue that is absent or has too few samples is left out.
+        rendered and the predicted normals over the valid normal pixels (``normal_deg``), split
+        into its smooth part and the rest (``normal_smooth_deg``, ``normal_white_deg``: the
+        median size of the residual's normalised convolution at ``probe_smooth_sigma_px``, and of
+        what that leaves), and the median distance between the visible corresponded vertices and
+        their targets as a fraction of the image width (``uv``). A cue that is absent or has too
+        few samples is left out.
 
         Medians, so that outlier blobs and a wrong eye region (which the losses cut off anyway)
-        do not count: this measures the noise the inliers carry."""
+        do not count: this measures the noise the inliers carry. The split, because the two
+        parts matter very differently: pixel noise averages out over the thousands of pixels of
+        a face, a smooth error alike over a whole cheek does not (see FitConfig.adaptive_priors)."""
         cfg, head = self.cfg, self.head
         rows_t = torch.as_tensor(rows, dtype=torch.long)
         h, w = self.size
@@ -327,6 +332,13 @@ class Energy:
                 tgt = target[ok] / target[ok].norm(dim=-1, keepdim=True).clamp_min(1e-8)
                 cos = (n_px[ok] * tgt).sum(-1).clamp(-1.0, 1.0)
                 out["normal_deg"] = float(torch.rad2deg(torch.arccos(cos)).median())
+                r = (target - n_px) * mask[:, None]
+                inlier = mask * (r.abs().mean(-1) < cfg.normal_delta).to(r.dtype)
+                smooth = smooth_field(r, inlier, raster.pixel_index, (len(rows), h, w),
+                                      cfg.probe_smooth_sigma_px * self.width / 256.0, cfg.normal_bias_lambda)
+                # residual vectors of unit normals: their length is the angle (radians) to first order
+                out["normal_smooth_deg"] = float(torch.rad2deg(smooth[ok].norm(dim=-1)).median())
+                out["normal_white_deg"] = float(torch.rad2deg((r - smooth)[ok].norm(dim=-1)).median())
         if has_corr:
             proj, target, valid, ids = self._gather_corr(frames, screen)
             vis = vertex_visibility(screen, raster, tol=cfg.visibility_tol, radius=1, ids=ids)
