@@ -332,8 +332,7 @@ class Energy:
                 tgt = target[ok] / target[ok].norm(dim=-1, keepdim=True).clamp_min(1e-8)
                 cos = (n_px[ok] * tgt).sum(-1).clamp(-1.0, 1.0)
                 out["normal_deg"] = float(torch.rad2deg(torch.arccos(cos)).median())
-                r = (target - n_px) * mask[:, None]
-                inlier = mask * (r.abs().mean(-1) < cfg.normal_delta).to(r.dtype)
+                r, inlier = self._normal_residual(n_px, target, mask)
                 smooth = smooth_field(r, inlier, raster.pixel_index, (len(rows), h, w),
                                       cfg.probe_smooth_sigma_px * self.width / 256.0, cfg.normal_bias_lambda)
                 # residual vectors of unit normals: their length is the angle (radians) to first order
@@ -386,6 +385,12 @@ class Energy:
         """1 where a pixel's interpolated eye attribute is zero (its triangle has no eye vertex)."""
         return (eye_attr_px < 1e-3).to(dtype)
 
+    def _normal_residual(self, n_px, target, mask):
+        """The normal residual at the covered pixels (zero where the cue is not valid), detached,
+        and which pixels are inliers of the normal term (valid and within its outlier cut)."""
+        r = (target - n_px).detach() * mask[:, None]
+        return r, mask * (r.abs().mean(-1) < self.cfg.normal_delta).to(r.dtype)
+
     def _normal_bias(self, n_px, target, mask, raster, b):
         """The smooth bias of the normal cue at the covered pixels [N, 3]: the residuals of the
         valid pixels within the outlier cut, smoothed by a normalised convolution at
@@ -394,8 +399,7 @@ class Energy:
         residual's spectrum, a sharper cut between the bias's low frequencies and the face's
         detail than one Gaussian's 1 - G)."""
         cfg = self.cfg
-        r = (target - n_px).detach() * mask[:, None]
-        inlier = mask * (r.abs().mean(-1) < cfg.normal_delta).to(r.dtype)
+        r, inlier = self._normal_residual(n_px, target, mask)
         sigma = cfg.normal_bias_sigma_px * self.width / 256.0
         shape = (b, *self.size)
         first = smooth_field(r, inlier, raster.pixel_index, shape, sigma, cfg.normal_bias_lambda)
