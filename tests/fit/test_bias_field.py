@@ -3,6 +3,7 @@
 reference, its recovery of a known smooth bias at the true head, the probe that switches the
 de-biased mode on for biased normals only, and the eye region that mode leaves out."""
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -64,35 +65,44 @@ def biased_cues(frame, deg, seed=5, noise_deg=0.0):
     return sc.corrupt(frame, np.random.default_rng(seed), c)
 
 
+def injected_normal_error(f, frame, cues) -> SimpleNamespace:
+    """At the truth (``f`` a fitter loaded with it): the rendered normals, the given cues' normals
+    and their validity at the covered pixels, the raster, the prepared frame, and the injected
+    error (given minus exact normals) at the valid pixels, also as a float64 image [H, W, 3] with
+    weights [H, W] (1 at those pixels) and their flat indices."""
+    energy, size = f.energy, f.size
+    exact = prepare_frame(f.head, frame.cues, f.cfg, size)
+    given = prepare_frame(f.head, cues, f.cfg, size)
+    _, _, _, v_normals, _, screen = energy._posed(f.params, torch.tensor([0]), True, None)
+    raster = rasterize(screen, f.head.faces, size, cull_backfaces=True)
+    n_px, t_exact, mask, _ = energy._pixel_normals(v_normals, raster, energy._gather_pixels([exact], raster))
+    _, t_given, _, _ = energy._pixel_normals(v_normals, raster, energy._gather_pixels([given], raster))
+    ok = mask > 0
+    injected = (t_given - t_exact)[ok]
+    h, w = size
+    img, wts = np.zeros((h * w, 3)), np.zeros(h * w)
+    idx = raster.pixel_index[ok].numpy()
+    img[idx], wts[idx] = injected.double().numpy(), 1.0
+    return SimpleNamespace(n_px=n_px, target=t_given, mask=mask, raster=raster, prepared=given, ok=ok,
+                           injected=injected, img=img.reshape(h, w, 3), wts=wts.reshape(h, w), idx=idx)
+
+
 def test_bias_of_a_smoothly_biased_normal_cue_is_recovered_at_the_truth(synthetic_model, scene128):
     truth, frame = scene128
     cfg = FitConfig(normal_bias_sigma_px=12.0, normal_huber_debiased=0.0)  # L1 both: comparable values
     f = fitter_at_truth(synthetic_model, truth, cfg)
-    size = truth.image_size
     energy = f.energy
-    exact = prepare_frame(f.head, frame.cues, cfg, size)
-    biased = prepare_frame(f.head, biased_cues(frame, 6.0), cfg, size)
-    _, _, _, v_normals, _, screen = energy._posed(f.params, torch.tensor([0]), True, None)
-    raster = rasterize(screen, f.head.faces, size, cull_backfaces=True)
-    n_px, t_exact, mask, _ = energy._pixel_normals(v_normals, raster, energy._gather_pixels([exact], raster))
-    _, t_biased, _, _ = energy._pixel_normals(v_normals, raster, energy._gather_pixels([biased], raster))
-    ok = mask > 0
-    injected = (t_biased - t_exact)[ok]
-    estimate = energy._normal_bias(n_px, t_biased, mask, raster, 1)[ok]
+    e = injected_normal_error(f, frame, biased_cues(frame, 6.0))
+    biased, injected = e.prepared, e.injected
+    estimate = energy._normal_bias(e.n_px, e.target, e.mask, e.raster, 1)[e.ok]
     rms = lambda a: float(a.pow(2).mean().sqrt())  # noqa: E731
     assert rms(injected) > 0.05  # about 6 degrees
     # what the estimator aims at: the injected bias smoothed the same way (float64, scipy)
-    h, w = size
-    img = np.zeros((h * w, 3))
-    wts = np.zeros(h * w)
-    idx = raster.pixel_index[ok].numpy()
-    img[idx], wts[idx] = injected.double().numpy(), 1.0
-    sigma, lam = cfg.normal_bias_sigma_px * w / 256, cfg.normal_bias_lambda
-    first = reference_normalised_convolution(img.reshape(h, w, 3), wts.reshape(h, w), sigma, lam)
+    sigma, lam = cfg.normal_bias_sigma_px * truth.image_size[1] / 256, cfg.normal_bias_lambda
+    first = reference_normalised_convolution(e.img, e.wts, sigma, lam)
     # twicing: the first estimate plus the same smoothing of what it left
-    second = reference_normalised_convolution(img.reshape(h, w, 3) - first * wts.reshape(h, w, 1), wts.reshape(h, w),
-                                             sigma, lam)
-    want = (first + second).reshape(-1, 3)[idx]
+    second = reference_normalised_convolution(e.img - first * e.wts[..., None], e.wts, sigma, lam)
+    want = (first + second).reshape(-1, 3)[e.idx]
     assert rms(estimate.double() - torch.as_tensor(want)) < 0.1 * rms(injected)
     # and that is most of the bias (the rest is detail finer than the smoothing)
     assert rms(estimate - injected) < 0.65 * rms(injected), (rms(estimate - injected), rms(injected))
@@ -125,29 +135,15 @@ def test_probe_splits_the_normal_residual_into_its_smooth_part_and_the_rest(synt
     cfg = FitConfig()
     f = fitter_at_truth(synthetic_model, truth, cfg)
     size = truth.image_size
-    energy = f.energy
-    cues = biased_cues(frame, bias_deg, noise_deg=noise_deg)
-    noise = energy.cue_noise(f.params, [0], [prepare_frame(f.head, cues, cfg, size)])
-    # the reference: the injected error (predicted minus exact normals at the valid pixels, which
-    # at the truth is the residual less the rendering's interpolation error) split by a float64
-    # normalised convolution with every valid pixel an inlier
-    exact = prepare_frame(f.head, frame.cues, cfg, size)
-    noisy = prepare_frame(f.head, cues, cfg, size)
-    _, _, _, v_normals, _, screen = energy._posed(f.params, torch.tensor([0]), True, None)
-    raster = rasterize(screen, f.head.faces, size, cull_backfaces=True)
-    _, t_exact, mask, _ = energy._pixel_normals(v_normals, raster, energy._gather_pixels([exact], raster))
-    _, t_noisy, _, _ = energy._pixel_normals(v_normals, raster, energy._gather_pixels([noisy], raster))
-    ok = (mask > 0).numpy()
-    h, w = size
-    img, wts = np.zeros((h * w, 3)), np.zeros(h * w)
-    idx = raster.pixel_index.numpy()[ok]
-    img[idx], wts[idx] = (t_noisy - t_exact).double().numpy()[ok], 1.0
-    smooth = reference_normalised_convolution(img.reshape(h, w, 3), wts.reshape(h, w),
-                                              cfg.probe_smooth_sigma_px * w / 256, cfg.normal_bias_lambda)
-    smooth = smooth.reshape(-1, 3)[idx]
+    e = injected_normal_error(f, frame, biased_cues(frame, bias_deg, noise_deg=noise_deg))
+    noise = f.energy.cue_noise(f.params, [0], [e.prepared])
+    # the reference: the injected error (predicted minus exact normals at the valid pixels; the
+    # cues were rendered by the same rasteriser, so at the truth it is the whole residual) split
+    # by a float64 normalised convolution with every valid pixel an inlier
+    smooth = reference_normalised_convolution(e.img, e.wts, cfg.probe_smooth_sigma_px * size[1] / 256,
+                                              cfg.normal_bias_lambda).reshape(-1, 3)[e.idx]
     want_smooth = np.degrees(np.median(np.linalg.norm(smooth, axis=1)))
-    want_white = np.degrees(np.median(np.linalg.norm(img[idx] - smooth, axis=1)))
-    # (the cues were rendered by the same rasteriser: at the truth the residual is the injected error)
+    want_white = np.degrees(np.median(np.linalg.norm(e.img.reshape(-1, 3)[e.idx] - smooth, axis=1)))
     assert abs(noise["normal_smooth_deg"] - want_smooth) < 0.03 * want_smooth + 0.05, (noise, want_smooth)
     assert abs(noise["normal_white_deg"] - want_white) < 0.03 * want_white + 0.05, (noise, want_white)
     if noise_deg == 0:  # a smooth bias is mostly smooth part

@@ -85,9 +85,9 @@ class FitConfig:
     # and an L1 loss that takes each pixel's error as independent bends the face to follow it
     # (scripts/bench_fit_bound.py: no weighting of such a loss gets below 1.1 mm in the
     # linearised problem, one that models the bias gets 0.56). When the noise probe (below)
-    # finds the normals' smooth error above ``normal_bias_min_smooth_deg`` (median), the rest of the stage
-    # subtracts from the normal residual its smooth part: a robust normalised convolution of the
-    # inlier residuals (Gaussian of ``normal_bias_sigma_px`` at 256 px width, applied twice, see
+    # finds the normals' smooth error above ``normal_bias_min_smooth_deg`` (median), the rest of
+    # the stage subtracts from the normal residual its smooth part: a robust normalised
+    # convolution of the inlier residuals (Gaussian of ``normal_bias_sigma_px`` at 256 px width, applied twice, see
     # Energy._normal_bias; ``normal_bias_lambda`` shrinks it where few pixels support it;
     # ``headcast.fit.bias_field``). What the bias explains no longer pulls the shape, and the
     # detail left is trustworthy enough to weigh 16x more (``w_normal_debiased``). The eye
@@ -98,8 +98,8 @@ class FitConfig:
     # off 1.437 (1.365 / 1.509) mm posed; one Gaussian of 12 px, weight 2000 (L1): 1.318 (1.176
     # / 1.461); twice at 7 px, weight 4000 / 6000 / 10000 / 16000 / 25000 (L1): 1.336 / 1.249 /
     # 1.180 / 1.149 (1.160 / 1.139) / 1.178; twice at 9 px, 6000 / 16000: 1.208 / 1.152; these
-    # settings with the Huber loss below: 1.151 (1.116 / 1.187). Exact cues are unchanged (they
-    # probe at ~1 deg: the mode stays off). Not kept (seeds 0 and 2, one Gaussian): the eye
+    # settings with the Huber loss below: 1.151 (1.116 / 1.187). Exact cues are unchanged (their
+    # probe is far below the threshold: the mode stays off). Not kept (seeds 0 and 2, one Gaussian): the eye
     # region left in (1.32 against 1.23 mm at 5 px), priors x0.5 / x2 in the mode, the same
     # smoothing of the 2-D vertex residuals (the uv warp: 1.13 against 1.10), a raw normal term
     # beside the de-biased one, 1000 steps (the same error: it is the energy's minimum, not
@@ -108,9 +108,9 @@ class FitConfig:
     # term (see headcast.fit.video).
     normal_bias_sigma_px: float = 7.0  # 0: off
     normal_bias_lambda: float = 0.01
-    # the smooth part of the probe's normal residual (adaptive_priors below): exact cues probe at
-    # 0.43-0.60 deg, normals with pixel noise only (the benchmark's 5.7 deg) at 0.76-0.93, the
-    # realistic ones at 3.4-5.0 (seeds 0-9). Measured on the whole residual (6-8 deg realistic,
+    # the smooth part of the probe's normal residual (adaptive_priors below): at 256², exact cues
+    # probe at 0.43-0.60 deg, normals with pixel noise only (the benchmark's 5.7 deg) at 0.76-0.93,
+    # the realistic ones at 3.4-5.0 (seeds 0-9). Measured on the whole residual (6-8 deg realistic,
     # 2.7 with the pixel noise alone, against a threshold of 2.5), pixel noise alone switched the
     # mode on: scenes 0-2 with only that noise, 0.615 mm posed (exact cues: 0.267).
     normal_bias_min_smooth_deg: float = 2.0
@@ -165,9 +165,9 @@ class FitConfig:
     # the fit, r the larger of the two noise ratios (noise / noise_ref, both above the probe's
     # floor below). noise_ref is what the probe measures under the synthetic benchmark's
     # realistic corruption, at which the weights above are tuned; noisier cues keep them.
-    # Realistic corruption probed at 6.2-7.7 deg (the whole angle, see below) and 1.3-1.6 px (scale 0.9-1); exact cues at
-    # the floor (scale prior_scale_min). Benchmark (5 scenes, 256², 500 steps), this (without
-    # the floor, with the geometric mean of the ratios) and the priors above together: exact
+    # Realistic corruption probed at 6.2-7.7 deg (the whole angle, see below) and 1.3-1.6 px
+    # (scale 0.9-1); exact cues at the floor (scale prior_scale_min). Benchmark (5 scenes, 256²,
+    # 500 steps), this (without the floor, with the geometric mean of the ratios) and the priors above together: exact
     # cues 0.484 -> 0.321 mm, realistic 1.620 -> 1.538 mm. The larger ratio, not the geometric
     # mean: one clean cue must not relax the priors while the other is still biased. The
     # benchmark's ablation without the smooth uv warp (clean uv at 0.6 px, normals biased)
@@ -187,8 +187,9 @@ class FitConfig:
     # mm posed against 0.267 with exact cues. On the smooth part (reference 3.4 deg, the low end
     # of the realistic corruption's 3.4-5.0 at 256²; floor 0.7, above exact cues' 0.43-0.63 at
     # 128², 256² and 512²), the same cues probe at 0.73-0.93 deg and leave the mode off; with
-    # the floor at 0.6 (a prior scale of about 0.03): 0.374 mm. Realistic and exact cues are fitted as before (realistic scenes 0-4: 1.115 against 1.116
-    # mm; both probe at the same scales as before: 1, and prior_scale_min). One condition loses:
+    # the floor at 0.6 (a prior scale of about 0.03): 0.374 mm. Realistic and exact cues are
+    # fitted as before (realistic scenes 0-4: 1.115 against 1.116 mm; both probe at the same
+    # scales as before: 1, and prior_scale_min). One condition loses:
     # the ablation without the smooth normal bias (pixel noise, warped uv), whose normals the
     # whole angle had put into the de-biased mode, where their 16x weight outweighed the warped uv
     # map: scenes 0-2, 0.953 -> 1.024 mm. Turning the mode on for a noisy uv map as well mended

@@ -245,7 +245,8 @@ class Fitter:
             rows, frames = [rows[i] for i in pick], [frames[i] for i in pick]
         noise = (energy or self.energy).cue_noise(self.params, rows, frames)
         ratios = []
-        for key, ref, floor in (("normal_smooth_deg", cfg.noise_ref_normal_smooth_deg, cfg.noise_floor_normal_smooth_deg),
+        for key, ref, floor in (("normal_smooth_deg", cfg.noise_ref_normal_smooth_deg,
+                                 cfg.noise_floor_normal_smooth_deg),
                                 ("uv", cfg.noise_ref_uv, cfg.noise_floor_uv)):
             if key in noise:  # the reference was measured by the same probe: it has the floor too
                 ratios.append(above_floor(noise[key], floor) / max(above_floor(ref, floor), 1e-12))
@@ -263,8 +264,8 @@ class Fitter:
         return scale
 
     def normals_biased(self) -> bool:
-        """Whether the probe found the normals noisy enough for the de-biased mode (False before
-        the probe; a resumed fit reads the probe's outcome from its saved state)."""
+        """Whether the probe found the normals' smooth error large enough for the de-biased mode
+        (False before the probe; a resumed fit reads the probe's outcome from its saved state)."""
         cfg = self.cfg
         return (cfg.normal_bias_sigma_px > 0 and self.cue_noise is not None
                 and self.cue_noise.get("normal_smooth_deg", 0.0) > cfg.normal_bias_min_smooth_deg)
