@@ -44,3 +44,13 @@ def write_section(path: Path, heading: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + body
     path.write_text(text.rstrip("\n") + "\n")
+
+
+def publish(heading: str, lines: list[str], notes: str = "", write: bool = False, path: Path = BENCHMARKS) -> str:
+    """Print a section (its lines, then its notes) and, with ``write``, put it into ``path``
+    in place of the ``heading`` section. Returns the section's text."""
+    body = "\n".join(lines + (["", notes] if notes else [])) + "\n"
+    print(body)
+    if write:
+        write_section(path, heading, body)
+    return body

@@ -411,7 +411,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from bench_common import cpu_name, write_section
+    from bench_common import cpu_name, publish
     from headcast.flame.synthetic import build_synthetic_model
 
     torch.set_num_threads(2)
@@ -493,10 +493,7 @@ def main(argv=None) -> int:
     if fits:
         lines.append(f"| Headcast's fit (bench_fit.py, realistic) | {np.mean(fits):.3f} | | "
                      f"{' / '.join(f'{x:.2f}' for x in fits)} |")
-    body = "\n".join(lines + ["", FINDINGS]) + "\n"
-    print(body)
-    if args.write:
-        write_section(ROOT / "BENCHMARKS.md", SECTION, body)
+    publish(SECTION, lines, FINDINGS, args.write)
     return 0
 
 
