@@ -88,14 +88,12 @@ def last_stage_from(fitter, frame, steps: int) -> None:
     """The single-image stage's full-size part (steps coarse_fraction * steps .. steps, with its
     learning rates and decay) from the fitter's current parameters."""
     from headcast.fit.energy import EnergyOptions
-    from headcast.fit.solver import EVERYTHING
+    from headcast.fit.solver import free_groups
 
-    cfg = fitter.cfg
-    first = int(round(cfg.coarse_fraction * steps)) if cfg.coarse_downsample > 1 else 0
-    active = set(EVERYTHING) - ({"focal"} if not cfg.optimize_focal else set()) - ({"pp"} if not cfg.optimize_pp else set())
-    with fitter.learning_rates(cfg.lr_full_fit):
-        fitter.run("fit", [0], [frame], steps - first, active, EnergyOptions(normal_bias=fitter.normals_biased()),
-                   schedule=(first, steps))
+    first = fitter.coarse_steps(steps)
+    with fitter.learning_rates(fitter.cfg.lr_full_fit):
+        fitter.run("fit", [0], [frame], steps - first, free_groups(fitter.cfg),
+                   EnergyOptions(normal_bias=fitter.normals_biased()), schedule=(first, steps))
 
 
 def scene_report(bench, seed: int, corruption: str) -> dict:
@@ -121,8 +119,7 @@ def scene_report(bench, seed: int, corruption: str) -> dict:
     valid = np.ones(1, bool)
     from_truth = f.result(valid, shared_camera=True)
     return {"fit": float(np.mean(M.posed_error_mm(model, fit, truth))), "e_fit": e_fit, "e_truth": e_truth,
-            "from_truth": float(np.mean(M.posed_error_mm(model, from_truth, truth))), "e_after": e_after,
-            "prior_scale": f.prior_scale, "debiased": f.normals_biased()}
+            "from_truth": float(np.mean(M.posed_error_mm(model, from_truth, truth))), "e_after": e_after}
 
 
 def main(argv=None) -> int:

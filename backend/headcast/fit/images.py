@@ -13,7 +13,7 @@ from .config import FitConfig
 from .cues import CueError, FrameCues
 from .energy import EnergyOptions, prepare_frame
 from .progress import Monitor, ProgressFn
-from .solver import EVERYTHING, Fitter, Timer
+from .solver import Fitter, Timer, free_groups
 
 
 def infer_image_size(cues: Sequence[FrameCues | None], image_size) -> tuple[int, int]:
@@ -115,13 +115,7 @@ def fit_images(model: HeadModel, cues: Sequence[FrameCues | None], config: FitCo
         fitter.solve_sparse(i, frames[i], cfg.lm_iterations, with_shape=len(rows) == 1 and not held_identity)
     t_camera = timer()
 
-    active = set(EVERYTHING)
-    if not cfg.optimize_focal or known is not None:
-        active.discard("focal")
-    if not cfg.optimize_pp:
-        active.discard("pp")
-    if held_identity:
-        active.discard("shape")
+    active = free_groups(cfg, focal_held=known is not None, identity_held=held_identity)
     batch = cfg.max_images_per_step
     sel = [cues[i] for i in rows]
     if len(rows) <= batch:

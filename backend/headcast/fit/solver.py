@@ -26,6 +26,14 @@ FRAME_ONLY = PER_FRAME
 EVERYTHING = PER_FRAME + ("shape", "focal", "pp")
 
 
+def free_groups(cfg: FitConfig, focal_held: bool = False, identity_held: bool = False) -> set[str]:
+    """The parameter groups a full-energy stage steps: all of them, less the focal length when it
+    is held (known, or ``optimize_focal`` off), the principal point when ``optimize_pp`` is off,
+    and the identity when it is held."""
+    held = ({"focal"} if focal_held or not cfg.optimize_focal else set()) | (set() if cfg.optimize_pp else {"pp"})
+    return set(EVERYTHING) - held - ({"shape"} if identity_held else set())
+
+
 def _dtype(cfg: FitConfig) -> torch.dtype:
     return {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
 
@@ -209,7 +217,7 @@ class Fitter:
         """
         cfg = self.cfg
         k = max(1, int(cfg.coarse_downsample))
-        n_coarse = int(round(cfg.coarse_fraction * steps)) if k > 1 else 0
+        n_coarse = self.coarse_steps(steps)
         levels = []  # (first step, frames by row, energy)
         if n_coarse:
             from .cues import downsample_cues
@@ -232,6 +240,11 @@ class Fitter:
                          energy=energy, schedule=(a, steps))
                 if b == probe:
                     self.probe_noise(rows, [by_row[r] for r in rows], energy)
+
+    def coarse_steps(self, steps: int) -> int:
+        """How many of a coarse-to-fine stage's ``steps`` render at the coarse size."""
+        cfg = self.cfg
+        return int(round(cfg.coarse_fraction * steps)) if int(cfg.coarse_downsample) > 1 else 0
 
     def probe_noise(self, rows: list[int], frames: list[PreparedFrame], energy: Energy | None = None) -> float:
         """Measure the cue noise against the current fit (:meth:`Energy.cue_noise`, on up to

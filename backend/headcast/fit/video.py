@@ -31,7 +31,7 @@ from .energy import EnergyOptions, PreparedFrame, prepare_frame
 from .images import infer_image_size, known_focals, known_identity
 from .progress import Monitor, ProgressFn
 from .result import FitResult, FrameFit
-from .solver import EVERYTHING, FRAME_ONLY, Fitter, Timer
+from .solver import FRAME_ONLY, Fitter, Timer, free_groups
 
 
 class _FrameStore:
@@ -115,9 +115,7 @@ def track_video(model: HeadModel, frames: Sequence[FrameCues | None], config: Fi
     held_identity = fitter.hold_identity(known_identity(identity, fitter.head.n_shape))
     store = _FrameStore(fitter, frames, cache_frames)
     valid = np.zeros(n, bool)
-    hold_focal = not cfg.optimize_focal or known is not None
-    full = (set(EVERYTHING) - ({"focal"} if hold_focal else set()) - ({"pp"} if not cfg.optimize_pp else set())
-            - ({"shape"} if held_identity else set()))
+    full = free_groups(cfg, focal_held=known is not None, identity_held=held_identity)
 
     def report(i: int, ok: bool) -> None:
         valid[i] = ok
