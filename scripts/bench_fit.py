@@ -180,7 +180,9 @@ ABLATIONS = (
     ("uv noise", {"uv_noise": 0.0}),
     ("smooth normal bias", {"normal_bias_deg": 0.0}),
     ("normal noise", {"normal_noise_deg": 0.0}),
-    ("blur", {"blur_px": 0.0}),
+    ("blur", {"uv_blur_px": 0.0, "normal_blur_px": 0.0}),
+    ("blur of the normal map", {"normal_blur_px": 0.0}),
+    ("blur of the uv map", {"uv_blur_px": 0.0}),
     ("outlier blobs", {"blob_radius_px": 0.0}),
     ("wrong eye region", {"wrong_eyes": False}),
     ("ragged mask edges", {"mask_edge_px": 0.0}),
@@ -292,7 +294,7 @@ def main(argv=None) -> int:
              "similarity-aligned; *lmk px*: reprojection error of the 51 static iBUG landmarks; *focal*: "
              "mean |f/f_true - 1|. Realistic corruption (per frame; sizes are rms per component, in brackets "
              "the rms displacement or angle over the head): smooth uv warp 1.5 px per axis (≈ 2 px) + uv noise "
-             "0.001, smooth normal bias 6° per component (≈ 7.5°) + noise 4° (5.7°), 1 px blur, "
+             "0.001, smooth normal bias 6° per component (≈ 7.5°) + noise 4° (5.7°), 1 px blur of each map before the noise, "
              "2 outlier blobs (r ≈ 8 px), wrong eye region (uv shifted, normals flattened), ragged mask edges "
              "±1.5 px, landmark noise 1.5 px per axis with 5% outliers (8 px) and 5% dropouts; in clips the "
              "smooth warp and normal bias are correlated between frames (ρ = 0.8).", ""]

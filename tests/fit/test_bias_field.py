@@ -59,9 +59,9 @@ def test_gaussian_blur_keeps_a_constant_inside_and_the_mass():
 def biased_cues(frame, deg, seed=5, noise_deg=0.0):
     """The exact cues with only a smooth normal bias of ``deg`` and pixel noise of ``noise_deg``
     per component."""
-    c = sc.Corruption(uv_warp_px=0, uv_noise=0, normal_bias_deg=deg, normal_noise_deg=noise_deg, blur_px=0,
-                      blobs=0, wrong_eyes=False, mask_edge_px=0, landmark_noise_px=0, landmark_outlier_px=0,
-                      landmark_drop_frac=0)
+    c = sc.Corruption(uv_warp_px=0, uv_noise=0, normal_bias_deg=deg, normal_noise_deg=noise_deg, uv_blur_px=0,
+                      normal_blur_px=0, blobs=0, wrong_eyes=False, mask_edge_px=0, landmark_noise_px=0,
+                      landmark_outlier_px=0, landmark_drop_frac=0)
     return sc.corrupt(frame, np.random.default_rng(seed), c)
 
 

@@ -187,6 +187,12 @@ def test_taking_one_error_out_of_the_corruption_leaves_the_others_as_they_were(s
     np.testing.assert_array_equal(nobias.uv, full.uv)
     same_landmarks(nobias, full)
     assert not np.array_equal(nobias.normals, full.normals)
+    # no blur of one map: only that map changes, and the other blur is left as it was
+    for change, kept, changed in (({"normal_blur_px": 0.0}, "uv", "normals"), ({"uv_blur_px": 0.0}, "normals", "uv")):
+        sharp = without(**change)
+        np.testing.assert_array_equal(getattr(sharp, kept), getattr(full, kept))
+        same_landmarks(sharp, full)
+        assert not np.array_equal(getattr(sharp, changed), getattr(full, changed))
     # no blobs: the uv map changes inside them only (a few hundred pixels of the 96^2 crop)
     noblob = without(blob_radius_px=0.0)
     same_landmarks(noblob, full)

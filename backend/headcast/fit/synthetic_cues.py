@@ -231,7 +231,10 @@ class Corruption:
     uv_noise: float = 0.001  # per-pixel uv noise (uv units)
     normal_bias_deg: float = 6.0  # smooth angular error of the normals
     normal_noise_deg: float = 4.0  # per-pixel angular noise
-    blur_px: float = 1.0  # Gaussian blur of both maps (networks predict smooth maps)
+    # Gaussian blur of each map (networks predict smooth maps), before the pixel noise: a
+    # blurred map keeps less of the face's fine detail above the same noise
+    uv_blur_px: float = 1.0
+    normal_blur_px: float = 1.0
     blobs: int = 2  # outlier blobs (wrong uv and normals inside)
     blob_radius_px: float = 8.0
     wrong_eyes: bool = True  # eye region: uv shifted, normals flattened
@@ -312,7 +315,7 @@ def corrupt(frame: SyntheticFrame, rng: np.random.Generator, c: Corruption | Non
     if cues.uv is not None:
         warp = smooth("warp", 12.0 * s, 2) * c.uv_warp_px * s
         uv, m = _warp(cues.uv, warp[..., 0], warp[..., 1], cues.uv_mask)
-        uv = gaussian_filter(uv, sigma=(c.blur_px * s, c.blur_px * s, 0)) if c.blur_px > 0 else uv
+        uv = gaussian_filter(uv, sigma=(c.uv_blur_px * s, c.uv_blur_px * s, 0)) if c.uv_blur_px > 0 else uv
         uv = uv + rng.normal(scale=c.uv_noise, size=uv.shape)
         shift = rng.uniform(-0.05, 0.05, size=2)  # a wrong but plausible uv: a few percent of the layout
         if blobs.any():
@@ -324,8 +327,8 @@ def corrupt(frame: SyntheticFrame, rng: np.random.Generator, c: Corruption | Non
     if cues.normals is not None:
         n = cues.normals.astype(np.float64)
         n = n + np.radians(c.normal_bias_deg) * smooth("normal_bias", 10.0 * s, 3)
-        if c.blur_px > 0:
-            n = gaussian_filter(n, sigma=(c.blur_px * s, c.blur_px * s, 0))
+        if c.normal_blur_px > 0:
+            n = gaussian_filter(n, sigma=(c.normal_blur_px * s, c.normal_blur_px * s, 0))
         n = n + np.radians(c.normal_noise_deg) * rng.normal(size=n.shape)
         d = rng.normal(size=3)
         if blobs.any():
