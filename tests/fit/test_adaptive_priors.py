@@ -12,7 +12,7 @@ import torch
 from headcast.fit import FitConfig, fit_images
 from headcast.fit import metrics as M
 from headcast.fit import synthetic_cues as sc
-from headcast.fit.energy import EnergyOptions, prepare_frame
+from headcast.fit.energy import Energy, EnergyOptions, prepare_frame
 from headcast.fit.solver import Fitter
 
 
@@ -206,3 +206,34 @@ def test_noisy_cues_keep_the_priors(synthetic_model, scene128):
     noise = fit.info["cue_noise"]
     assert noise["normal_deg"] > 4.0 and noise["normal_smooth_deg"] > 2.0 and fit.info["prior_scale"] > 0.5, fit.info
     assert fit.info["uv_vertex_scale"] < 0.5, fit.info  # the warped uv map weighs less
+
+
+@pytest.mark.parametrize("noise, relaxed", [
+    ({"normal_smooth_deg": 0.5, "uv": 0.3 / 256}, True),  # clean: the priors drop to their minimum
+    ({"normal_smooth_deg": 6.5, "uv": 1.4 / 256}, False),  # at the tuning's noise: they stay
+])
+def test_momentum_after_the_probe_follows_the_relaxed_priors(synthetic_model, scene128, monkeypatch, noise, relaxed):
+    """A coarse-to-fine stage steps with beta1 = adam_beta1_relaxed after a probe that relaxed the
+    priors (and with the optimiser's own beta1 before it and otherwise), then hands the optimiser
+    back with its own beta1."""
+    truth, frame = scene128
+    cfg = FitConfig(adam_beta1_relaxed=0.97, relaxed_prior_scale=0.1, noise_probe_at=0.5)
+    f = Fitter(synthetic_model, cfg, truth.image_size, 1)
+    # the probe falls in the coarse part, whose energy is another Energy instance
+    monkeypatch.setattr(Energy, "cue_noise", lambda self, *a: dict(noise))
+    seen = []
+    run = f.run
+
+    def recording_run(stage, rows, frames, steps, *a, **k):
+        seen.append((k["schedule"][0], steps, f.opt.b1))
+        return run(stage, rows, frames, steps, *a, **k)
+
+    monkeypatch.setattr(f, "run", recording_run)
+    prepared = prepare_frame(f.head, frame.cues, cfg, truth.image_size)
+    f.run_coarse_to_fine("fit", [0], [frame.cues], [prepared], 10, {"R", "t", "shape", "expr"})
+    # segments: coarse [0, 5) up to the probe, coarse [5, 6), full size [6, 10)
+    assert [(a, n) for a, n, _ in seen] == [(0, 5), (5, 1), (6, 4)]
+    after = 0.97 if relaxed else 0.9
+    assert [b for _, _, b in seen] == [0.9, after, after], (seen, f.prior_scale, f.cue_noise)
+    assert f.priors_relaxed() is relaxed
+    assert f.opt.b1 == 0.9

@@ -266,6 +266,13 @@ class FitConfig:
     lr_full_fit: dict = field(default_factory=lambda: {"shape": 0.2, "expr": 0.2, "jaw": 0.05})
     lr_decay_at: tuple = (0.6, 0.85)  # fractions of a stage where all learning rates ...
     lr_decay: float = 0.3  # ... are multiplied by this
+    # Ours: Adam's momentum (beta1) in a coarse-to-fine stage once the noise probe has relaxed the
+    # priors to relaxed_prior_scale or below (clean cues). The weak priors leave a long, flat,
+    # bending valley in which the focal length, the depth and the identity trade off; at beta1
+    # 0.9 Adam's steps across it cancel and it hardly moves along it (see BENCHMARKS, "the energy
+    # or the optimiser"). Heavier momentum keeps the consistent part of the gradient.
+    adam_beta1_relaxed: float = 0.97
+    relaxed_prior_scale: float = 0.1
 
     # ---- stages ----
     # camera initialisation (sparse correspondences, no rendering). 75 (from 150): the synthetic

@@ -231,15 +231,20 @@ class Fitter:
         probe = int(round(cfg.noise_probe_at * steps)) if cfg.adaptive_priors and self.cue_noise is None else -1
         # segments [a, b) of the stage, split at the level change and at the probe
         cuts = sorted({0, steps, n_coarse} | ({probe} if 0 < probe < steps else set()))
-        with self.learning_rates(cfg.lr_full_fit):
-            for a, b in zip(cuts[:-1], cuts[1:]):
-                _, by_row, energy = max((lv for lv in levels if lv[0] <= a), key=lambda lv: lv[0])
-                pick = None if batches is None else (lambda step, f=by_row: batches(step, f))
-                seg_opts = replace(opts or EnergyOptions(), normal_bias=normal_bias and self.normals_biased())
-                self.run(stage, rows, [by_row[r] for r in rows], b - a, active, seg_opts, label, total, batches=pick,
-                         energy=energy, schedule=(a, steps))
-                if b == probe:
-                    self.probe_noise(rows, [by_row[r] for r in rows], energy)
+        base_beta1 = self.opt.b1
+        try:
+            with self.learning_rates(cfg.lr_full_fit):
+                for a, b in zip(cuts[:-1], cuts[1:]):
+                    _, by_row, energy = max((lv for lv in levels if lv[0] <= a), key=lambda lv: lv[0])
+                    pick = None if batches is None else (lambda step, f=by_row: batches(step, f))
+                    seg_opts = replace(opts or EnergyOptions(), normal_bias=normal_bias and self.normals_biased())
+                    self.opt.b1 = cfg.adam_beta1_relaxed if self.priors_relaxed() else base_beta1
+                    self.run(stage, rows, [by_row[r] for r in rows], b - a, active, seg_opts, label, total,
+                             batches=pick, energy=energy, schedule=(a, steps))
+                    if b == probe:
+                        self.probe_noise(rows, [by_row[r] for r in rows], energy)
+        finally:
+            self.opt.b1 = base_beta1
 
     def coarse_steps(self, steps: int) -> int:
         """How many of a coarse-to-fine stage's ``steps`` render at the coarse size."""
@@ -275,6 +280,11 @@ class Fitter:
             self.uv_vertex_scale = float(np.clip((cfg.uv_noise_full_weight / max(noise["uv"], 1e-12)) ** 2,
                                                  cfg.uv_vertex_scale_min, 1.0))
         return scale
+
+    def priors_relaxed(self) -> bool:
+        """Whether the probe found the cues clean enough to scale the priors down to
+        ``FitConfig.relaxed_prior_scale`` or below (False before the probe)."""
+        return self.cue_noise is not None and self.prior_scale <= self.cfg.relaxed_prior_scale
 
     def normals_biased(self) -> bool:
         """Whether the probe found the normals' smooth error large enough for the de-biased mode
