@@ -386,7 +386,25 @@ Tried in the fitting with this in mind (2026-12-05), none kept; posed mm, realis
 
 Done since (2026-12-06): the fitting de-biases the normals of photos (`FitConfig.normal_bias_sigma_px`, `headcast/fit/bias_field.py`). It is a simpler estimator than the one proposed here: once the noise probe finds biased normals, every step subtracts from the normal residual its smooth part, a robust normalised convolution of the inlier residuals applied twice (a profile of the explicit bias field, without a prior on it), leaves the whole eye region out of the normal and dense-uv terms, and weighs the rest 16 times more under a Huber loss. Realistic single image (bench_fit.py): 1.116 mm on scenes 0-4 (1.365 before), 1.187 on scenes 5-9 (1.509); the table's row above is the fit of 2026-12-05.
 
-Next step: what still separates the fit from the bound. The smoothing has no prior on the bias, so it also takes away the face's own low-frequency normal signature, which in a near-frontal view is all that shows the depth profile (scene 6: 1.71 mm before, 1.77 now); and a few scenes lose (scene 1, 27° of yaw: 1.23 -> 1.53 mm). A bias field with its prior (the Wiener weighting of the bound, 1 / (S_bias(k) + S_noise) per frequency) would keep some of that signature, if it can be made robust to blobs and coverage changes."""
+Next step: what still separates the fit from the bound. The smoothing has no prior on the bias, so it also takes away the face's own low-frequency normal signature, which in a near-frontal view is all that shows the depth profile (scene 6: 1.71 mm before, 1.77 now); and a few scenes lose (scene 1, 27° of yaw: 1.23 -> 1.53 mm). A bias field with its prior (the Wiener weighting of the bound, 1 / (S_bias(k) + S_noise) per frequency) would keep some of that signature, if it can be made robust to blobs and coverage changes.
+
+Looked into since (2026-12-07, AMD EPYC, 1 thread): Headcast's de-biasing filter in the linearised problem, and why its better variants do not fit better.
+- In the linearised problem, the de-biased normal term is an estimator whose weighting is the filter: its fixed point solves J^T (1 - S)^n r = 0, S the normalised convolution, n its rounds (`FitConfig.normal_bias_passes`). With every other cue optimally weighted, the default (7 px, 2 rounds) at its best weight gives 0.84 mm on scenes 0 and 6, against bounds of 0.555 and 0.596. With the uv map weighted as independent, as the fit does, it gives 0.90 on scene 0.
+- The Wiener weighting of the benchmark's bias cuts more of the middle band, not less: 0.02 of the noise-only weight at 30 px wavelength, where 2 rounds keep 0.39. So 4 rounds at about 3 times the weight come nearer the bound: 0.71-0.78 mm on scene 0 and 0.75-0.79 on scene 6 (0.78 with the uv map as independent). Two rounds at 9 px do worse: 0.88 / 0.98 at the lowest weight tried.
+- The fit's own energy agrees once the errors are Gaussian. The last stage run from the true head, scenes 0-4, with only the smooth errors, the pixel noise and the landmark noise: 0.910 mm with the default, 0.796 with 4 rounds at weight 48000.
+- Of the realistic corruption's other errors, only the normal map's blur undoes that gain (1.028 mm). The uv map's blur, the outlier blobs, the wrong eye region, the ragged masks and the landmark outliers each leave it (0.754-0.778).
+- Rendering the fit's normals blurred the same way (`FitConfig.normal_render_blur_px` = 1) brings back most of it: 0.912 with the normal blur, 0.946 with the whole realistic corruption. Run from the truth, scenes 0-9: 0.963 mm against the default's 1.050.
+- Fitted from the mean head, that energy does not get there. Realistic, scenes 0-9 (0-4 / 5-9), against 1.151 (1.115 / 1.187):
+  - the whole fit: 1.325 (1.090 / 1.559); scenes 7 and 9 went to 2.1 mm, and scene 9 ends with twice the identity norm of the default's fit;
+  - the same with the identity and the expression reset to zero at the probe: scene 7 went to 54 mm;
+  - the default up to the full-size steps, then the heavier energy: 1.138;
+  - the heavier energy only for the last 15% / 28% of the steps: 1.143 / 1.145;
+  - 4 rounds at weight 16000 / 48000 without the modelled blur: 1.256 / 1.369;
+  - weight 24000 with the blur: 1.167;
+  - the modelled blur alone at weight 16000 / 32000 / 64000: 1.155 / 1.119 / 1.161.
+  - 3 rounds with the blur at weight 24000 / 32000 / 40000: 1.143 / 1.117 / 1.188. The 1.117 is chance: on scenes 10-19 it gives 1.425 against the default's 1.385, so 1.271 against 1.268 over scenes 0-19. Single scenes move by up to 0.3 mm between such settings, so a 10-scene mean carries a few hundredths of chance.
+- Not kept either (scenes 0-9): the probe at 25% of the steps, 1.156; a Huber threshold of 0.14 / 0.035 rad, 1.200 / 1.130; a local-plane normalised convolution (exact for linear fields, at the face's outline too), 2 / 1 rounds, 1.171 / 1.249.
+- Next step: a way into the heavier energy's basin. Its minimum near the truth is 0.09 mm better than the default's, but from the mean head it is not reached. Candidates: a continuation in the weight and the rounds, or several restarts compared by that energy."""
 
 #: independent-error weights searched (the kind of weighting Headcast's fitting energy uses)
 GRID_NORMALS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1)

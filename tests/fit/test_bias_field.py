@@ -171,3 +171,59 @@ def test_de_biased_mode_leaves_the_eye_region_out_of_the_normal_and_uv_terms(syn
     assert bool((wide[inside] == 0).all())
     assert torch.equal(wide[away], narrow[away])
     assert float(narrow[inside].sum()) > 50  # the narrow mask kept many of them
+
+
+@pytest.mark.parametrize("passes", [1, 2, 4])
+def test_iterated_smooth_field_is_repeated_twicing_against_float64(passes):
+    """(1 - (1 - S)^n) v, S the normalised convolution: the rounds against the float64 scipy
+    reference applied to what each round left."""
+    from headcast.fit.bias_field import iterated_smooth_field
+
+    rng = np.random.default_rng(1)
+    h, w = 72, 64
+    yy, xx = np.mgrid[0:h, 0:w]
+    smooth = np.stack([np.sin(xx / 9.0 + c) * np.cos(yy / 11.0) for c in range(3)], -1)
+    values = smooth + 0.2 * rng.normal(size=(h, w, 3))
+    support = (xx - 32) ** 2 / 28 ** 2 + (yy - 36) ** 2 / 33 ** 2 < 1
+    weights = (support & (rng.random((h, w)) > 0.1)).astype(np.float64)
+    idx = np.flatnonzero(support)
+    v_t, w_t, i_t = (torch.as_tensor(a) for a in (values.reshape(-1, 3)[idx], weights.reshape(-1)[idx], idx))
+    got = iterated_smooth_field(v_t, w_t, i_t, (1, h, w), 2.5, 0.01, passes).numpy()
+    rest = np.where(support[..., None], values, 0.0)
+    total = np.zeros_like(rest)
+    for _ in range(passes):
+        part = np.where(support[..., None], reference_normalised_convolution(rest, weights, 2.5, 0.01), 0.0)
+        total, rest = total + part, rest - part
+    want = total.reshape(-1, 3)[idx]
+    assert np.abs(got - want).max() < 1e-5
+    # more rounds keep more of a smooth field: what is left of the sine shrinks
+    if passes > 1:
+        one = iterated_smooth_field(v_t, w_t, i_t, (1, h, w), 2.5, 0.01, 1).numpy()
+        truth = smooth.reshape(-1, 3)[idx]
+        assert np.abs(got - truth).mean() < np.abs(one - truth).mean()
+
+
+def test_blurred_rendered_normals_match_a_float64_blur_of_the_normal_image(synthetic_model):
+    """normal_render_blur_px: the rendered normals at the covered pixels, blurred like the
+    predictions (background zero) and renormalised, against scipy on the same image."""
+    truth = sc.random_truth(synthetic_model, np.random.default_rng(3), 1, 96)
+    cfg = FitConfig(normal_render_blur_px=1.5)
+    f = fitter_at_truth(synthetic_model, truth, cfg)
+    e = f.energy
+    with torch.no_grad():
+        rows = torch.as_tensor([0])
+        _, _, _, v_normals, _, screen = e._posed(f.params, rows, True, None)
+        raster = rasterize(screen, f.head.faces, e.size, cull_backfaces=True)
+        from headcast.render import interpolate
+        img = interpolate(v_normals, raster, f.head.faces).view(-1, 3)[raster.pixel_index]
+        n_px = img / img.norm(dim=-1, keepdim=True)
+        got = e._blurred_normals(n_px, raster, 1).numpy()
+    h, w = e.size
+    full = np.zeros((h * w, 3))
+    full[raster.pixel_index.numpy()] = n_px.double().numpy()
+    sigma = 1.5 * w / 256.0
+    blurred = np.stack([gaussian_filter(full.reshape(h, w, 3)[..., c], sigma, mode="constant", truncate=3.0)
+                        for c in range(3)], -1).reshape(-1, 3)[raster.pixel_index.numpy()]
+    want = blurred / np.linalg.norm(blurred, axis=-1, keepdims=True)
+    assert np.abs(got - want).max() < 1e-4
+    assert np.abs(got - n_px.numpy()).max() > 1e-3  # it did blur

@@ -108,6 +108,26 @@ class FitConfig:
     # term (see headcast.fit.video).
     normal_bias_sigma_px: float = 7.0  # 0: off
     normal_bias_lambda: float = 0.01
+    # Rounds of the smoothing (Energy._normal_bias): the de-biased residual keeps (1 - G)^passes
+    # of the residual's spectrum (G: one Gaussian of normal_bias_sigma_px). 2 is the twicing above.
+    # More rounds are nearer the Wiener weighting of the benchmark's bias (1 / (S_bias + S_noise)),
+    # and in the linearised problem (other cues optimally weighted) 4 rounds at about 3x the
+    # weight give 0.71-0.78 mm against 0.84 for 2 (scenes 0 and 6; the bound 0.56-0.60). Run from
+    # the true head with this weight and the rendered normals blurred like the predictions
+    # (normal_render_blur_px = 1), the last stage drifts less too: 0.963 mm against 1.050 (scenes
+    # 0-9). But fitted from the mean head the heavier energy falls into worse minima in some
+    # scenes (realistic, scenes 0-9, 1 thread: 1.325 mm against 1.151, two scenes above 2 mm; only
+    # at full size 1.138; only for the last 15% of the steps 1.143; 3 rounds at 32000 with the blur
+    # 1.117, but 1.425 against 1.385 on scenes 10-19): not the default. See BENCHMARKS,
+    # "Fitting: how exact one photo can be".
+    normal_bias_passes: int = 2
+    # Ours, off: in the de-biased mode, blur the rendered normals like the predictions (a Gaussian
+    # of this many px at 256 px width, background zero, renormalised) before comparing them. It
+    # takes the blur's mismatch out of the residual (the predictions' blur is what keeps the
+    # heavier energy above from its linearised gain: run from the truth with only Gaussian errors, scenes 0-4:
+    # 0.796 mm without blur, 1.028 with the normal map blurred, 0.912 with that blur modelled), but
+    # at the default weight the fit gains nothing measurable (1.155 mm against 1.151, scenes 0-9).
+    normal_render_blur_px: float = 0.0
     # the smooth part of the probe's normal residual (adaptive_priors below): at 256², exact cues
     # probe at 0.43-0.60 deg, normals with pixel noise only (the benchmark's 5.7 deg) at 0.76-0.93,
     # the realistic ones at 3.4-5.0 (seeds 0-9). Measured on the whole residual (6-8 deg realistic,

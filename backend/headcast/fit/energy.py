@@ -14,7 +14,7 @@ import torch
 
 from ..render import antialias, interpolate, project_points, rasterize, vertex_normals, vertex_visibility
 from . import losses as L
-from .bias_field import smooth_field
+from .bias_field import gaussian_blur, iterated_smooth_field, smooth_field
 from .config import FitConfig
 from .correspondence import uv_correspondences
 from .cues import FrameCues, validate_cues
@@ -206,6 +206,8 @@ class Energy:
             n_px, target, mask, eye_ok = self._pixel_normals(v_normals, raster, cue_px, opts.normal_bias)
             w_n, huber = cfg.w_normal, 0.0
             if opts.normal_bias and cfg.normal_bias_sigma_px > 0:
+                if cfg.normal_render_blur_px > 0:
+                    n_px = self._blurred_normals(n_px, raster, b)
                 target = target - self._normal_bias(n_px, target, mask, raster, b)
                 w_n, huber = cfg.w_normal_debiased, cfg.normal_huber_debiased
             terms["normal"] = w_n * L.normal_loss(n_px, target, mask, cfg.normal_delta, pix_batch, b, h * w, huber)
@@ -391,19 +393,29 @@ class Energy:
         r = (target - n_px).detach() * mask[:, None]
         return r, mask * (r.abs().mean(-1) < self.cfg.normal_delta).to(r.dtype)
 
+    def _blurred_normals(self, n_px, raster, b):
+        """The rendered normals at the covered pixels blurred like the predictions
+        (``normal_render_blur_px`` at 256 px width; background zero), renormalised."""
+        h, w = self.size
+        img = n_px.new_zeros(b * h * w, 3).index_put((raster.pixel_index,), n_px)
+        sigma = self.cfg.normal_render_blur_px * self.width / 256.0
+        img = gaussian_blur(img.view(b, h, w, 3).permute(0, 3, 1, 2), sigma)
+        out = img.permute(0, 2, 3, 1).reshape(b * h * w, 3)[raster.pixel_index]
+        return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
     def _normal_bias(self, n_px, target, mask, raster, b):
         """The smooth bias of the normal cue at the covered pixels [N, 3]: the residuals of the
         valid pixels within the outlier cut, smoothed by a normalised convolution at
-        ``normal_bias_sigma_px`` (:func:`headcast.fit.bias_field.smooth_field`), twice ("twicing":
-        the second pass smooths what the first left, so the residual keeps (1 - G)^2 of the
-        residual's spectrum, a sharper cut between the bias's low frequencies and the face's
-        detail than one Gaussian's 1 - G)."""
+        ``normal_bias_sigma_px`` (:func:`headcast.fit.bias_field.smooth_field`), by default twice
+        ("twicing": the second pass smooths what the first left, so the residual keeps (1 - G)^2
+        of the residual's spectrum, a sharper cut between the bias's low frequencies and the
+        face's detail than one Gaussian's 1 - G; ``normal_bias_passes`` rounds in all)."""
         cfg = self.cfg
         r, inlier = self._normal_residual(n_px, target, mask)
         sigma = cfg.normal_bias_sigma_px * self.width / 256.0
         shape = (b, *self.size)
-        first = smooth_field(r, inlier, raster.pixel_index, shape, sigma, cfg.normal_bias_lambda)
-        return first + smooth_field(r - first, inlier, raster.pixel_index, shape, sigma, cfg.normal_bias_lambda)
+        return iterated_smooth_field(r, inlier, raster.pixel_index, shape, sigma, cfg.normal_bias_lambda,
+                                     cfg.normal_bias_passes)
 
     def _stack(self, frames, name: str, mask_name: str | None, shape):
         dt = self.head.dtype
