@@ -397,6 +397,7 @@ Looked into since (2026-12-07, AMD EPYC, 1 thread): Headcast's de-biasing filter
 - Fitted from the mean head, that energy does not get there. Realistic, scenes 0-9 (0-4 / 5-9), against 1.151 (1.115 / 1.187):
   - the whole fit: 1.325 (1.090 / 1.559); scenes 7 and 9 went to 2.1 mm, and scene 9 ends with twice the identity norm of the default's fit;
   - the same with the identity and the expression reset to zero at the probe: scene 7 went to 54 mm;
+  - the same with the identity and expression priors doubled: 1.372 (1.100 / 1.643; scene 9 3.19 mm). Scene 9's heavy fit puts more into the expression (norm 5.8 against the default fit's 2.5 and the truth's 6.3) and turns the eyes further off (18-25° against 10-12°);
   - the default up to the full-size steps, then the heavier energy: 1.138;
   - the heavier energy only for the last 15% / 28% of the steps: 1.143 / 1.145;
   - 4 rounds at weight 16000 / 48000 without the modelled blur: 1.256 / 1.369;
