@@ -12,9 +12,9 @@ from scipy.ndimage import gaussian_filter
 
 from headcast.fit import FitConfig
 from headcast.fit import synthetic_cues as sc
-from headcast.fit.bias_field import gaussian_blur, smooth_field
+from headcast.fit.bias_field import gaussian_blur, iterated_smooth_field, smooth_field
 from headcast.fit.energy import EnergyOptions, prepare_frame
-from headcast.render import rasterize
+from headcast.render import interpolate, rasterize
 
 from .test_adaptive_priors import fitter_at_truth
 
@@ -177,8 +177,6 @@ def test_de_biased_mode_leaves_the_eye_region_out_of_the_normal_and_uv_terms(syn
 def test_iterated_smooth_field_is_repeated_twicing_against_float64(passes):
     """(1 - (1 - S)^n) v, S the normalised convolution: the rounds against the float64 scipy
     reference applied to what each round left."""
-    from headcast.fit.bias_field import iterated_smooth_field
-
     rng = np.random.default_rng(1)
     h, w = 72, 64
     yy, xx = np.mgrid[0:h, 0:w]
@@ -214,7 +212,6 @@ def test_blurred_rendered_normals_match_a_float64_blur_of_the_normal_image(synth
         rows = torch.as_tensor([0])
         _, _, _, v_normals, _, screen = e._posed(f.params, rows, True, None)
         raster = rasterize(screen, f.head.faces, e.size, cull_backfaces=True)
-        from headcast.render import interpolate
         img = interpolate(v_normals, raster, f.head.faces).view(-1, 3)[raster.pixel_index]
         n_px = img / img.norm(dim=-1, keepdim=True)
         got = e._blurred_normals(n_px, raster, 1).numpy()

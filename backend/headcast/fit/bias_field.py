@@ -68,7 +68,8 @@ def iterated_smooth_field(values: torch.Tensor, weights: torch.Tensor, pixel_ind
     """``passes`` rounds of :func:`smooth_field`, each smoothing what the rounds before left
     ("twicing" repeated), summed: the smooth part S = 1 - (1 - G)^passes of ``values`` in the
     frequency terms of one Gaussian G. More rounds flatten S's top (it keeps more of a smooth
-    field) and steepen its shoulder; [N, C]."""
+    field) and steepen its shoulder; [N, C]. Each round blurs the weights again with the
+    values, as :func:`smooth_field` does, so that two rounds repeat the earlier twicing bit for bit."""
     total = torch.zeros_like(values)
     for _ in range(max(1, int(passes))):
         part = smooth_field(values - total, weights, pixel_index, shape, sigma, lam)

@@ -124,9 +124,10 @@ class FitConfig:
     # Ours, off: in the de-biased mode, blur the rendered normals like the predictions (a Gaussian
     # of this many px at 256 px width, background zero, renormalised) before comparing them. It
     # takes the blur's mismatch out of the residual (the predictions' blur is what keeps the
-    # heavier energy above from its linearised gain: run from the truth with only Gaussian errors, scenes 0-4:
-    # 0.796 mm without blur, 1.028 with the normal map blurred, 0.912 with that blur modelled), but
-    # at the default weight the fit gains nothing measurable (1.155 mm against 1.151, scenes 0-9).
+    # heavier energy above from its linearised gain: run from the truth with only Gaussian errors,
+    # scenes 0-4: 0.796 mm without blur, 1.028 with the normal map blurred, 0.912 with that blur
+    # modelled), but at the default weight the fit gains nothing measurable (1.155 mm against
+    # 1.151, scenes 0-9).
     normal_render_blur_px: float = 0.0
     # the smooth part of the probe's normal residual (adaptive_priors below): at 256², exact cues
     # probe at 0.43-0.60 deg, normals with pixel noise only (the benchmark's 5.7 deg) at 0.76-0.93,
