@@ -276,6 +276,18 @@ class Linearised:
     scale: float  # image width / 256
 
 
+def fitting_head(model, result):
+    """The fitting's head (float64, the default masks) for ``result``'s coefficient counts."""
+    import torch
+
+    from headcast.fit.config import FitConfig
+    from headcast.fit.head import FitHead
+
+    cfg = FitConfig()
+    return FitHead(model, len(result.shape), result.expression.shape[1], torch.float64, cfg.uv_vertex_masks,
+                   cfg.uv_vertex_exclude, cfg.silhouette_masks, cfg.eye_masks, cfg.eye_margin_m)
+
+
 def linearise(model, seed: int, size: int = 256, log=print) -> tuple[Scene, Linearised]:
     """The benchmark's scene ``seed`` (its truth and exact cues), linearised."""
     import torch
@@ -283,15 +295,13 @@ def linearise(model, seed: int, size: int = 256, log=print) -> tuple[Scene, Line
 
     from headcast.fit import synthetic_cues as sc
     from headcast.fit.config import FitConfig
-    from headcast.fit.head import FitHead
     from headcast.render import vertex_visibility
 
     rng = np.random.default_rng(1000 + seed)  # as scripts/bench_fit.py draws it
     truth = sc.random_truth(model, rng, 1, size)
     frame = sc.render_cues(model, truth, 0)
     cfg = FitConfig()
-    head = FitHead(model, len(truth.shape), truth.expression.shape[1], torch.float64, cfg.uv_vertex_masks,
-                   cfg.uv_vertex_exclude, cfg.silhouette_masks, cfg.eye_masks, cfg.eye_margin_m)
+    head = fitting_head(model, truth)
     scene = Scene(model, truth, head)
     s = size / 256.0
     cues = frame.cues

@@ -61,18 +61,6 @@ def eye_pixels(model, head, face_id: np.ndarray) -> np.ndarray:
     return binary_dilation(mask, iterations=EYE_MARGIN_PX)
 
 
-def fit_head(model, fit):
-    """The fitting's head (float64) for ``fit``'s coefficient counts, with the default masks."""
-    import torch
-
-    from headcast.fit.config import FitConfig
-    from headcast.fit.head import FitHead
-
-    cfg = FitConfig()
-    return FitHead(model, len(fit.shape), fit.expression.shape[1], torch.float64, cfg.uv_vertex_masks,
-                   cfg.uv_vertex_exclude, cfg.silhouette_masks, cfg.eye_masks, cfg.eye_margin_m)
-
-
 def gls_step(model, fit, cues, noise=None, blur_px: float = 1.0, prior_pull: bool = True):
     """The GLS Gauss-Newton step from ``fit`` (a one-image FitResult) for ``cues``: returns
     (scene, delta) with ``scene.result(s * delta)`` the fit moved by a fraction s of it."""
@@ -83,7 +71,7 @@ def gls_step(model, fit, cues, noise=None, blur_px: float = 1.0, prior_pull: boo
     noise = noise or BB.Noise()
     cfg = FitConfig()
     s = fit.image_size[1] / 256.0
-    head = fit_head(model, fit)
+    head = BB.fitting_head(model, fit)
     scene = BB.Scene(model, fit, head)
     base0 = scene.render(np.zeros(scene.dim))
     pixels = np.argwhere((cues.normal_mask > 0) & (base0["face_id"] >= 0) & ~eye_pixels(model, head, base0["face_id"]))

@@ -35,7 +35,7 @@ def test_a_step_with_exact_cues_returns_a_perturbed_head_to_the_truth(scene_cues
     from headcast.fit import metrics as M
 
     model, truth, cues = scene_cues
-    head = G.fit_head(model, truth)
+    head = BB.fitting_head(model, truth)
     at_truth = BB.Scene(model, truth, head)
     d = np.zeros(at_truth.dim)
     d[at_truth.slices["shape"].start + np.array([0, 2, 5])] = [0.24, -0.18, 0.15]
@@ -61,7 +61,7 @@ def test_eye_pixels_cover_the_eyes_of_the_render(scene_cues):
     import bench_fit_bound as BB
 
     model, truth, cues = scene_cues
-    head = G.fit_head(model, truth)
+    head = BB.fitting_head(model, truth)
     scene = BB.Scene(model, truth, head)
     face_id = scene.render(np.zeros(scene.dim))["face_id"]
     eyes = G.eye_pixels(model, head, face_id)

@@ -47,20 +47,27 @@ def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return x
 
 
+def blur_at_pixels(values: torch.Tensor, pixel_index: torch.Tensor, shape: tuple[int, int, int],
+                   sigma: float) -> torch.Tensor:
+    """Per-pixel ``values`` [N, C] at flat pixel indices ``pixel_index`` [N] placed into images
+    of ``shape`` = (B, H, W) (zero elsewhere), blurred (:func:`gaussian_blur`) and read back at
+    the same pixels; [N, C]."""
+    b, h, w = shape
+    c = values.shape[1]
+    img = values.new_zeros(b * h * w, c).index_put((pixel_index,), values)
+    img = gaussian_blur(img.view(b, h, w, c).permute(0, 3, 1, 2), sigma)
+    return img.permute(0, 2, 3, 1).reshape(b * h * w, c)[pixel_index]
+
+
 @torch.no_grad()
 def smooth_field(values: torch.Tensor, weights: torch.Tensor, pixel_index: torch.Tensor,
                  shape: tuple[int, int, int], sigma: float, lam: float) -> torch.Tensor:
     """Normalised convolution of per-pixel ``values`` [N, C] with ``weights`` [N] (0 for
     outliers) at flat pixel indices ``pixel_index`` [N] into images of ``shape`` = (B, H, W):
     blur(w * v) / (blur(w) + lam), read back at the same pixels; [N, C]."""
-    b, h, w = shape
     c = values.shape[1]
-    img = values.new_zeros(b * h * w, c + 1)
-    img[pixel_index, :c] = values * weights[:, None]
-    img[pixel_index, c] = weights
-    img = gaussian_blur(img.view(b, h, w, c + 1).permute(0, 3, 1, 2), sigma)
-    field = img[:, :c] / (img[:, c:] + lam)
-    return field.permute(0, 2, 3, 1).reshape(b * h * w, c)[pixel_index]
+    img = blur_at_pixels(torch.cat([values * weights[:, None], weights[:, None]], 1), pixel_index, shape, sigma)
+    return img[:, :c] / (img[:, c:] + lam)
 
 
 def iterated_smooth_field(values: torch.Tensor, weights: torch.Tensor, pixel_index: torch.Tensor,

@@ -14,7 +14,7 @@ import torch
 
 from ..render import antialias, interpolate, project_points, rasterize, vertex_normals, vertex_visibility
 from . import losses as L
-from .bias_field import gaussian_blur, iterated_smooth_field, smooth_field
+from .bias_field import blur_at_pixels, iterated_smooth_field, smooth_field
 from .config import FitConfig
 from .correspondence import uv_correspondences
 from .cues import FrameCues, validate_cues
@@ -396,11 +396,8 @@ class Energy:
     def _blurred_normals(self, n_px, raster, b):
         """The rendered normals at the covered pixels blurred like the predictions
         (``normal_render_blur_px`` at 256 px width; background zero), renormalised."""
-        h, w = self.size
-        img = n_px.new_zeros(b * h * w, 3).index_put((raster.pixel_index,), n_px)
         sigma = self.cfg.normal_render_blur_px * self.width / 256.0
-        img = gaussian_blur(img.view(b, h, w, 3).permute(0, 3, 1, 2), sigma)
-        out = img.permute(0, 2, 3, 1).reshape(b * h * w, 3)[raster.pixel_index]
+        out = blur_at_pixels(n_px, raster.pixel_index, (b, *self.size), sigma)
         return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
     def _normal_bias(self, n_px, target, mask, raster, b):
