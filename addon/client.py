@@ -198,8 +198,9 @@ class Job:
 
 
 STAGE_NAMES = {"model": "loading the head model", "detect": "finding the face", "priors": "predicting priors",
-               "camera": "fitting the camera", "fit": "fitting", "first_frame": "fitting the first frame",
-               "online": "tracking", "global": "smoothing the whole clip", "write": "writing the result"}
+               "camera": "fitting the camera", "fit": "fitting", "refine": "refining the fit",
+               "first_frame": "fitting the first frame", "online": "tracking", "global": "smoothing the whole clip",
+               "write": "writing the result"}
 
 
 def format_seconds(seconds: float) -> str:

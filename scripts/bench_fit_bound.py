@@ -156,24 +156,7 @@ class Scene:
 
 # ---- the Fisher information of each cue -----------------------------------------------------
 
-def gaussian_grid_basis(points: np.ndarray, sigma: float, size: int, spacing: float = 4.0):
-    """Phi [P, G] such that Phi Phi^T ~ exp(-|p - q|^2 / (4 sigma^2)): the covariance of white
-    noise filtered by a Gaussian of ``sigma`` and scaled to unit variance, by a grid of Gaussians."""
-    from scipy.sparse import csr_matrix
-    from scipy.spatial import cKDTree
-
-    margin = 3 * sigma
-    g = np.arange(-margin, size + margin + 1e-9, spacing)
-    gx, gy = np.meshgrid(g, g)
-    centres = np.stack([gx.ravel(), gy.ravel()], 1)
-    pairs = cKDTree(points).query_ball_tree(cKDTree(centres), r=4 * sigma)
-    rows = np.repeat(np.arange(len(points)), [len(p) for p in pairs])
-    cols = np.concatenate([np.asarray(p, dtype=np.int64) for p in pairs]) if len(rows) else np.zeros(0, np.int64)
-    d2 = ((points[rows] - centres[cols]) ** 2).sum(1)
-    # sum over a grid of spacing h of the product of two Gaussians of sigma = pi sigma^2 / h^2 * kernel
-    vals = np.exp(-d2 / (2 * sigma ** 2)) / np.sqrt(np.pi * sigma ** 2 / spacing ** 2)
-    return csr_matrix((vals, (rows, cols)), shape=(len(points), len(centres)))
-
+from headcast.fit.gls_step import gaussian_grid_basis  # noqa: E402  (Phi Phi^T ~ the bias's correlation)
 
 def smooth_plus_white_products(J: np.ndarray, phi, smooth: float, white: float):
     """(J^T J, J^T C J, J^T C^-1 J) for C = white^2 I + smooth^2 Phi Phi^T (the inverse by
@@ -428,7 +411,8 @@ Looked into since (2026-12-07, later; AMD EPYC, 1 thread, realistic single image
   - Without the uv, fractions 0.3 / 0.4 / 0.5 / 0.6 / 0.7 / 1 of the step give 1.147 / 1.125 / 1.116 / 1.118 / 1.132 / 1.237 mm over scenes 0-19 (the fit: 1.268). Half a step: 1.013 on scenes 0-9, 0.942 on scenes 0-4 (against 1.115), 14 of the 20 scenes nearer the truth, the largest loss +0.15 mm (scene 2), the largest gain -0.69 (scene 1).
   - With the eye region of the true render (dilated 4 px) instead of the fit's: 1.018 at half a step on scenes 0-9 without the uv; with the uv 1.154 / 1.141 / 1.140 / 1.153 / 1.178 / 1.317 over scenes 0-19, and three half steps in a row 1.29 on scenes 0-9, rising.
   - So GLS on these cues has no minimum much nearer the truth than the fit's (a whole step: 1.237; steps repeated lose), but part of a step gains, as a mean of two estimators with different errors does: the step's end and the fit are far less alike than the Adam fits averaged above.
-- Next step: part of a GLS step after the fit, built in. It needs the normals' Jacobian in about a second (forward-mode derivatives of the blendshapes, the skinning and the raster's barycentrics, instead of 846 renders), the outline among its cues, and the fraction of the step checked on more scenes and on clips."""
+- Next step: part of a GLS step after the fit, built in. It needs the normals' Jacobian in about a second (forward-mode derivatives of the blendshapes, the skinning and the raster's barycentrics, instead of 846 renders), the outline among its cues, and the fraction of the step checked on more scenes and on clips.
+Done since (2026-12-07, latest; AMD EPYC): half a GLS step after a photo's fit, built in (`headcast/fit/gls_step.py`, `FitConfig.gls_step_fraction` = 0.5; see "Fitting" above). Its derivatives come by the chain rule through sparse per-vertex and per-pixel derivatives (the blendshape directions analytically through the skinning) in about 1.6 s on 2 cores, against 30 s for the prototype's central differences; the Woodbury solve on a grid of Gaussians one correlation length apart takes 0.7 s. Against the prototype it leaves out the uv correspondences (they lose, as found), weighs every landmark group the cues have by its own residual's spread, and damps the focal length, principal point, joints and eyelids instead of the scenes' prior. Realistic single image, half a step: 1.112 mm over scenes 0-19 (the fit 1.268), 0.997 on scenes 0-4; the table's run 0.997. The outline is still not among its cues, and several images and clips do not take the step. `scripts/bench_fit_gls.py` now sweeps the built-in step's fraction and settings."""
 
 #: independent-error weights searched (the kind of weighting Headcast's fitting energy uses)
 GRID_NORMALS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1)

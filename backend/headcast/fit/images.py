@@ -143,4 +143,13 @@ def fit_images(model: HeadModel, cues: Sequence[FrameCues | None], config: FitCo
             _, per, _ = fitter.energy(fitter.params, [i], [frames[i]], EnergyOptions(), fitter.shape_prior)
             fitter.frame_loss[i] = float(per[0])
     info = {"seconds": timer(), "seconds_camera": t_camera, "steps": int(cfg.steps), "images": n}
-    return fitter.result(valid, shared_camera=share_camera or n == 1, info=info)
+    result = fitter.result(valid, shared_camera=share_camera or n == 1, info=info)
+    if n == 1 and cfg.gls_step_fraction > 0 and fitter.normals_biased() and cues[0].normals is not None:
+        # one photo whose normals the probe found biased: part of a GLS step (headcast.fit.gls_step)
+        from .gls_step import refine
+
+        monitor.step("refine", 0, n, 0, float(result.loss[0]))
+        held = (["shape"] if held_identity else []) + (["logf"] if known is not None else [])
+        result, result.info["gls_step"] = refine(model, result, cues[0], cfg, held=held)
+        result.info["seconds"] = timer()
+    return result

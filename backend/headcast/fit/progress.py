@@ -13,9 +13,10 @@ class _EventLike(Protocol):
     def is_set(self) -> bool: ...
 
 
-#: ``progress(stage, frame, total, step, loss)``: stage is one of "camera", "fit",
-#: "first_frame", "online", "global"; frame is the frame index (-1 for a step over several
-#: frames), total the number of frames, step the step within the stage.
+#: ``progress(stage, frame, total, step, loss)``: stage is one of "camera", "fit", "refine"
+#: (the GLS step after one photo, headcast.fit.gls_step), "first_frame", "online", "global";
+#: frame is the frame index (-1 for a step over several frames), total the number of frames,
+#: step the step within the stage.
 ProgressFn = Callable[[str, int, int, int, float], None]
 
 
