@@ -4,8 +4,8 @@
 Its fast derivatives are checked against finite differences and against a second code path
 (forward-mode differentiation of a plain evaluation of the cues); the step itself against
 exact cues (it takes a perturbed head most of the way back to the truth and leaves the truth
-where it is); the fitting runs it for a photo whose normals the noise probe finds biased,
-and only then."""
+where it is); the fitting runs it for photos whose normals the noise probe finds biased, and
+only then; over several photos jointly, their identity shared."""
 from dataclasses import replace
 
 import numpy as np
@@ -176,6 +176,43 @@ def test_the_fitting_steps_only_for_a_photo_with_biased_normals(synthetic_model)
     assert not np.allclose(fit.shape, plain.shape)
     exact = fit_images(synthetic_model, [frame.cues], cfg)
     assert "gls_step" not in exact.info
-    # several photos: no step (the step is for one image)
-    two = fit_images(synthetic_model, [noisy, noisy], cfg.with_(steps=40))
-    assert "gls_step" not in two.info
+    # several photos of one person: one joint step, the identity shared
+    other = sc.corrupt(sc.render_cues(synthetic_model, truth, 0), np.random.default_rng(6), sc.REALISTIC)
+    two = fit_images(synthetic_model, [noisy, other], cfg.with_(steps=40))
+    assert two.info["gls_step"]["images"] == 2
+
+
+def test_no_step_without_normals_to_weigh(synthetic_model, scene):
+    truth, cues = scene
+    blind = replace(cues, normal_mask=np.zeros_like(cues.normal_mask))
+    same, info = G.refine(synthetic_model, truth, blind, FitConfig())
+    assert same is truth and info["skipped"] and info["fraction"] == 0.0
+
+
+def test_a_joint_step_over_two_views_shares_the_identity(synthetic_model):
+    """Two frames of one person (another expression and pose each): the joint step moves the
+    one identity, each frame's own parameters, and agrees with the single-frame step when the
+    second frame's cues are absent."""
+    rng = np.random.default_rng(7)
+    truth = sc.random_truth(synthetic_model, rng, 2, SIZE)
+    cues = [sc.render_cues(synthetic_model, truth, i).cues for i in range(2)]
+    cfg = FitConfig(gls_normal_blur_px=0.0)
+    lay = G.StepLayout.of(truth)
+    d = np.zeros(lay.dim)
+    d[lay.slices["shape"].start + np.array([0, 3])] = [0.3, -0.2]
+    moved = G.moved_result(truth, lay, d, frame=0)  # the identity is shared: both frames move
+    before = float(np.mean(M.posed_error_mm(synthetic_model, moved, truth)))
+    both, info = G.refine(synthetic_model, moved, cues, cfg)
+    assert info["images"] == 2
+    after = float(np.mean(M.posed_error_mm(synthetic_model, both, truth)))
+    assert after < 0.6 * before, (before, after)
+    # each frame's own parameters moved on their own
+    assert not np.allclose(both.expression[0] - moved.expression[0], both.expression[1] - moved.expression[1])
+    one, info1 = G.refine(synthetic_model, moved, [cues[0], None], cfg)
+    assert info1["images"] == 1
+    first = replace(moved, expression=moved.expression[:1], rotations=moved.rotations[:1], R_head=moved.R_head[:1],
+                    t_head=moved.t_head[:1], intrinsics=moved.intrinsics[:1], loss=moved.loss[:1],
+                    valid=moved.valid[:1], eyelids=None if moved.eyelids is None else moved.eyelids[:1])
+    ref, _ = G.refine(synthetic_model, first, cues[0], cfg)
+    np.testing.assert_allclose(one.shape, ref.shape, atol=1e-9)
+    np.testing.assert_array_equal(one.expression[1], moved.expression[1])

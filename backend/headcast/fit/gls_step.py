@@ -45,6 +45,10 @@ from .head import FACING_CAMERA, FitHead
 from .result import FitResult
 
 
+#: fewer covered face pixels with a normal prediction than this, and :func:`refine` leaves the fit
+MIN_NORMAL_PIXELS = 200
+
+
 # ---- the parameters of a step ------------------------------------------------------------------
 
 @dataclass
@@ -126,10 +130,11 @@ class LinearisedFit:
     the landmark positions for a batch of steps; :meth:`jacobian` their derivatives."""
 
     def __init__(self, model: HeadModel, result: FitResult, cues: FrameCues, config: FitConfig,
-                 head: FitHead | None = None) -> None:
+                 head: FitHead | None = None, frame: int = 0) -> None:
         cfg = config
         self.cfg = cfg
         self.result = result
+        self.index = int(frame)  # which frame of ``result`` the cues are
         self.layout = StepLayout.of(result)
         self.size = tuple(int(v) for v in result.image_size)
         h, w = self.size
@@ -145,10 +150,10 @@ class LinearisedFit:
         self.frame = prepare_frame(head, cues, cfg.with_(landmark_weights=every, landmark_weights_without_dense=every),
                                    self.size, where="gls step")
         self.base = {k: torch.as_tensor(np.asarray(v), dtype=dt) for k, v in (
-            ("shape", result.shape), ("expr", result.expression[0]), ("rots", result.rotations[0]),
-            ("R", result.R_head[0]), ("t", result.t_head[0]), ("intr", result.intrinsics[0]))}
+            ("shape", result.shape), ("expr", result.expression[frame]), ("rots", result.rotations[frame]),
+            ("R", result.R_head[frame]), ("t", result.t_head[frame]), ("intr", result.intrinsics[frame]))}
         if result.eyelids is not None:
-            self.base["eyelids"] = torch.as_tensor(result.eyelids[0], dtype=dt)
+            self.base["eyelids"] = torch.as_tensor(result.eyelids[frame], dtype=dt)
         # the fit's raster, held: which triangle each covered pixel shows
         with torch.no_grad():
             vcam, noneck, screen = self._posed(torch.zeros(1, self.layout.dim, dtype=dt))
@@ -557,10 +562,10 @@ class StepReport:
     seconds: float
 
 
-def gls_delta(lin: LinearisedFit, values=None, held=()) -> tuple[np.ndarray, StepReport]:
-    """The whole GLS Gauss-Newton step from the fit of ``lin``, and a report. ``values``: the
-    output of ``lin.jacobian_fast()`` (or ``lin.jacobian()``) when it is already at hand;
-    ``held``: parameter groups the step leaves as they are (a held identity or focal length)."""
+def cue_system(lin: LinearisedFit, values=None) -> tuple[np.ndarray, np.ndarray, StepReport]:
+    """The cues' part of the GLS normal equations at the fit of ``lin``: J^T C^-1 J [D, D], J^T
+    C^-1 r [D] and a report. ``values``: the output of ``lin.jacobian_fast()`` (or
+    ``lin.jacobian()``) when it is already at hand."""
     import time
 
     from scipy.linalg import solve_triangular
@@ -616,19 +621,14 @@ def gls_delta(lin: LinearisedFit, values=None, held=()) -> tuple[np.ndarray, Ste
             for c in range(2):
                 H += jl[sel, c].T @ jl[sel, c] / sd ** 2
                 b += jl[sel, c].T @ r[sel, c] / sd ** 2
-    P, pull = step_prior(lin)
-    free = np.ones(dim, bool)
-    for name in held:
-        free[lay.slices[name]] = False
-    delta = np.zeros(dim)
-    delta[free] = np.linalg.solve((H + P)[np.ix_(free, free)], (b - pull)[free])
     report = StepReport(npix, nl, float(np.median(spreads)) if spreads else 0.0, time.perf_counter() - t0)
-    return delta, report
+    return H, b, report
 
 
-def step_prior(lin: LinearisedFit) -> tuple[np.ndarray, np.ndarray]:
+def step_prior(lin: LinearisedFit, with_identity: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The step's prior precision P [D, D] and its pull P (theta - mean) at the fit: the
-    identity's (unit-variance coefficients, or the model's own whitening and mean) and the
+    identity's (unit-variance coefficients, or the model's own whitening and mean; left out
+    with ``with_identity`` False, for the frames of a joint step after the first) and the
     expression's (unit variance); the other parameters get a damping of the step alone
     (``FitConfig.gls_damping``), no pull: the step trusts the fit's pose and camera to about
     that much. Without the focal length's damping the step trades depth for focal length."""
@@ -639,15 +639,16 @@ def step_prior(lin: LinearisedFit) -> tuple[np.ndarray, np.ndarray]:
     pull = np.zeros(dim)
     ss, se = lay.slices["shape"], lay.slices["expr"]
     ks = ss.stop - ss.start
-    if m.shape_whiten is not None:
-        W = np.asarray(m.shape_whiten[:ks, :ks], dtype=np.float64)
-        P[ss, ss] = W.T @ W
-    else:
-        P[ss, ss] = np.eye(ks)
-    mean = 0.0 if m.shape_mean is None else np.asarray(m.shape_mean[:ks], dtype=np.float64)
-    pull[ss] = P[ss, ss] @ (lin.result.shape - mean)
+    if with_identity:
+        if m.shape_whiten is not None:
+            W = np.asarray(m.shape_whiten[:ks, :ks], dtype=np.float64)
+            P[ss, ss] = W.T @ W
+        else:
+            P[ss, ss] = np.eye(ks)
+        mean = 0.0 if m.shape_mean is None else np.asarray(m.shape_mean[:ks], dtype=np.float64)
+        pull[ss] = P[ss, ss] @ (lin.result.shape - mean)
     P[se, se] = np.eye(se.stop - se.start)
-    pull[se] = lin.result.expression[0]
+    pull[se] = lin.result.expression[lin.index]
     idx = np.arange(dim)
     for name, sd in cfg.gls_damping.items():
         if name in lay.slices and sd > 0:
@@ -656,18 +657,88 @@ def step_prior(lin: LinearisedFit) -> tuple[np.ndarray, np.ndarray]:
     return P, pull
 
 
-def refine(model: HeadModel, result: FitResult, cues: FrameCues, config: FitConfig,
+def joint_delta(lins: list, shared=("shape",), held=(), values=None) -> tuple[list, list]:
+    """The GLS Gauss-Newton step of several frames of one fit (``lins``, one
+    :class:`LinearisedFit` per frame) whose ``shared`` parameter groups are common to all
+    (the identity; the camera too when it is shared), leaving the ``held`` groups as they
+    are. Returns each frame's step vector (the shared part the same in all) and reports."""
+    lay = lins[0].layout
+    dim = lay.dim
+    shared_idx = np.concatenate([np.arange(dim)[lay.slices[n]] for n in shared]) if shared else np.zeros(0, int)
+    own_idx = np.setdiff1d(np.arange(dim), shared_idx)
+    n_s, n_o = len(shared_idx), len(own_idx)
+    size = n_s + n_o * len(lins)
+    H = np.zeros((size, size))
+    g = np.zeros(size)
+    reports = []
+    for k, lin in enumerate(lins):
+        hk, bk, rep = cue_system(lin, None if values is None else values[k])
+        reports.append(rep)
+        P, pull = step_prior(lin, with_identity=k == 0)
+        hk, gk = hk + P, bk - pull
+        rows = np.concatenate([np.arange(n_s), n_s + k * n_o + np.arange(n_o)])
+        order = np.concatenate([shared_idx, own_idx])
+        H[np.ix_(rows, rows)] += hk[np.ix_(order, order)]
+        g[rows] += gk[order]
+    free = np.ones(size, bool)
+    for name in held:
+        sel = np.zeros(dim, bool)
+        sel[lay.slices[name]] = True
+        free[:n_s] &= ~sel[shared_idx]
+        for k in range(len(lins)):
+            free[n_s + k * n_o: n_s + (k + 1) * n_o] &= ~sel[own_idx]
+    x = np.zeros(size)
+    x[free] = np.linalg.solve(H[np.ix_(free, free)], g[free])
+    deltas = []
+    for k in range(len(lins)):
+        d = np.zeros(dim)
+        d[shared_idx] = x[:n_s]
+        d[own_idx] = x[n_s + k * n_o: n_s + (k + 1) * n_o]
+        deltas.append(d)
+    return deltas, reports
+
+
+def gls_delta(lin: LinearisedFit, values=None, held=()) -> tuple[np.ndarray, StepReport]:
+    """The whole GLS Gauss-Newton step from the one-frame fit of ``lin``, and a report;
+    ``held``: parameter groups the step leaves as they are (a held identity or focal length)."""
+    deltas, reports = joint_delta([lin], held=held, values=None if values is None else [values])
+    return deltas[0], reports[0]
+
+
+def refine(model: HeadModel, result: FitResult, cues, config: FitConfig,
            head: FitHead | None = None, held=()) -> tuple[FitResult, dict]:
-    """``result`` (a one-image fit of ``cues``) moved ``config.gls_step_fraction`` of the way
-    to its GLS Gauss-Newton solution, and what the step measured (for ``FitResult.info``);
-    ``held``: parameter groups to leave (see :func:`gls_delta`)."""
+    """``result`` moved ``config.gls_step_fraction`` of the way to its GLS Gauss-Newton
+    solution, and what the step measured (for ``FitResult.info``). ``cues``: the FrameCues of
+    a one-image fit, or one per image of a fit of several photos (None for an image without
+    cues), whose identity (and shared camera) the step moves jointly; ``held``: parameter
+    groups to leave (a held identity or focal length). Images with fewer than
+    MIN_NORMAL_PIXELS normal pixels take no part; without any such image the fit is left."""
     import time
 
     t0 = time.perf_counter()
-    lin = LinearisedFit(model, result, cues, config, head)
-    delta, rep = gls_delta(lin, held=held)
-    moved = moved_result(result, lin.layout, config.gls_step_fraction * delta)
-    info = {"fraction": float(config.gls_step_fraction), "normal_pixels": rep.pixels, "landmarks": rep.landmarks,
-            "landmark_px": rep.landmark_px, "seconds": time.perf_counter() - t0,
+    cues = [cues] if isinstance(cues, FrameCues) else list(cues)
+    head = head or FitHead(model, len(result.shape), result.expression.shape[1], torch.float64,
+                           config.uv_vertex_masks, config.uv_vertex_exclude, config.silhouette_masks,
+                           config.eye_masks, config.eye_margin_m, config.noisy_eye_masks)
+    lins = [LinearisedFit(model, result, c, config, head, frame=i) for i, c in enumerate(cues) if c is not None]
+    lins = [lin for lin in lins if len(lin.normal_rows) >= MIN_NORMAL_PIXELS]
+    if not lins:
+        # without the normals the step would be the landmarks' and the priors' alone: it would
+        # shrink the identity toward the mean on no evidence
+        return result, {"fraction": 0.0, "skipped": "too few normal pixels", "seconds": time.perf_counter() - t0}
+    shared = ["shape"] + (["logf", "pp"] if result.shared_camera and result.n_frames > 1 else [])
+    deltas, reports = joint_delta(lins, shared=shared, held=held)
+    layout = lins[0].layout
+    moved = result
+    frac = config.gls_step_fraction
+    for lin, d in zip(lins, deltas):
+        own = frac * d
+        own[layout.slices["shape"]] = 0.0  # the shared identity moves once, below
+        moved = moved_result(moved, layout, own, frame=lin.index)
+    moved = replace(moved, shape=moved.shape + frac * deltas[0][layout.slices["shape"]])
+    if "logf" in shared:  # one camera: the images without a part in the step follow it too
+        moved.intrinsics[:] = moved.intrinsics[lins[0].index]
+    info = {"fraction": float(frac), "images": len(lins), "normal_pixels": sum(r.pixels for r in reports),
+            "landmarks": sum(r.landmarks for r in reports), "seconds": time.perf_counter() - t0,
             "identity_change": float(np.linalg.norm(moved.shape - result.shape))}
     return moved, info

@@ -144,12 +144,14 @@ def fit_images(model: HeadModel, cues: Sequence[FrameCues | None], config: FitCo
             fitter.frame_loss[i] = float(per[0])
     info = {"seconds": timer(), "seconds_camera": t_camera, "steps": int(cfg.steps), "images": n}
     result = fitter.result(valid, shared_camera=share_camera or n == 1, info=info)
-    if n == 1 and cfg.gls_step_fraction > 0 and fitter.normals_biased() and cues[0].normals is not None:
-        # one photo whose normals the probe found biased: part of a GLS step (headcast.fit.gls_step)
+    if cfg.gls_step_fraction > 0 and fitter.normals_biased() and any(cues[i].normals is not None for i in rows):
+        # photos whose normals the probe found biased: part of a GLS step (headcast.fit.gls_step),
+        # jointly over the images (their shared identity, and camera when shared)
         from .gls_step import refine
 
-        monitor.step("refine", 0, n, 0, float(result.loss[0]))
+        monitor.step("refine", -1 if n > 1 else 0, n, 0, float(result.loss[rows].sum()))
         held = (["shape"] if held_identity else []) + (["logf"] if known is not None else [])
-        result, result.info["gls_step"] = refine(model, result, cues[0], cfg, held=held)
+        step_cues = [cues[i] if valid[i] else None for i in range(n)]
+        result, result.info["gls_step"] = refine(model, result, step_cues, cfg, held=held)
         result.info["seconds"] = timer()
     return result
