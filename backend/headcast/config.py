@@ -68,6 +68,9 @@ class FitSettings:
     identity: str = ""
     # mirror-symmetry prior on the shaped mesh (Pixel3DMM's tracker: 5000; ours off, see FitConfig.w_mirror)
     mirror_symmetry: float = 0.0
+    # photos whose normals turn out biased: the fraction of a GLS Gauss-Newton step taken after
+    # the fit (FitConfig.gls_step_fraction, headcast/fit/gls_step.py; 0 = off)
+    refine: float = 0.5
 
 
 @dataclass

@@ -197,7 +197,8 @@ def fit_config(settings: Settings, n_expr: int | None = None):
     fs = settings.fit
     cfg = FitConfig(steps=fs.steps, camera_steps=fs.camera_steps, first_frame_steps=fs.first_frame_steps,
                     online_steps=fs.online_steps, online_min_steps=min(FitConfig.online_min_steps, fs.online_steps),
-                    global_epochs=fs.global_epochs if fs.global_pass else 0.0, w_mirror=fs.mirror_symmetry)
+                    global_epochs=fs.global_epochs if fs.global_pass else 0.0, w_mirror=fs.mirror_symmetry,
+                    gls_step_fraction=fs.refine)
     cfg = cfg.with_(smooth_weights={**cfg.smooth_weights, "expr": settings.fit.smooth_expression,
                                     "jaw": settings.fit.smooth_jaw, "neck": settings.fit.smooth_neck,
                                     "R": settings.fit.smooth_rotation, "t": settings.fit.smooth_translation})

@@ -46,14 +46,15 @@ def test_fit_settings_reach_the_fit_config(tmp_path):
     from headcast.pipeline import fit_config
 
     cfg = tmp_path / "config.toml"
-    cfg.write_text("[fit]\nsteps = 321\nmirror_symmetry = 5000.0\nsmooth_neck = 7.0\n")
+    cfg.write_text("[fit]\nsteps = 321\nmirror_symmetry = 5000.0\nsmooth_neck = 7.0\nrefine = 0.0\n")
     fc = fit_config(load_settings(cfg, env={}))
-    assert (fc.steps, fc.w_mirror, fc.smooth_weights["neck"]) == (321, 5000.0, 7.0)
+    assert (fc.steps, fc.w_mirror, fc.smooth_weights["neck"], fc.gls_step_fraction) == (321, 5000.0, 7.0, 0.0)
     default = fit_config(load_settings(tmp_path / "missing.toml", env={}))
     assert default.w_mirror == 0.0
     # the user-facing defaults are the fitting's own (two tables that must not drift apart)
     from headcast.fit import FitConfig
     assert default.smooth_weights == FitConfig().smooth_weights
     assert default.global_epochs == FitConfig().global_epochs
+    assert default.gls_step_fraction == FitConfig().gls_step_fraction
     for name in ("steps", "camera_steps", "first_frame_steps", "online_steps"):
         assert getattr(default, name) == getattr(FitConfig(), name), name

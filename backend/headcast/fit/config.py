@@ -158,7 +158,8 @@ class FitConfig:
     # 1.251 (the fit has taken up part of the bias: 2.6 deg against the 6 drawn); the step over
     # the first 100 / 60 identity and 50 / 30 expression coefficients only 1.126 / 1.152; every
     # second / fourth pixel 1.110 / 1.132 (scenes 0-4: 1.021 / 1.035). About 2.4 s per image
-    # at 256² on 2 cores. Not for several images or clips yet. See BENCHMARKS, "Fitting".
+    # at 256² on 2 cores. Several photos take one joint step (the identity shared); clips none
+    # yet. See BENCHMARKS, "Fitting".
     gls_step_fraction: float = 0.5
     gls_bias_sigma_px: float = 10.0  # the normal bias's correlation length (Gaussian, at 256 px)
     gls_normal_blur_px: float = 1.0  # the predictions' blur, modelled in the step's rendering
