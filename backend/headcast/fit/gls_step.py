@@ -156,8 +156,8 @@ class LinearisedFit:
             self.base["eyelids"] = torch.as_tensor(result.eyelids[frame], dtype=dt)
         # the fit's raster, held: which triangle each covered pixel shows
         with torch.no_grad():
-            vcam, noneck, screen = self._posed(torch.zeros(1, self.layout.dim, dtype=dt))
-            raster = rasterize(screen, head.faces, self.size, cull_backfaces=True)
+            self._at_fit = self._posed(torch.zeros(1, self.layout.dim, dtype=dt))  # vcam, noneck, screen
+            raster = rasterize(self._at_fit[2], head.faces, self.size, cull_backfaces=True)
         self.pixel_index = raster.pixel_index
         self.pixel_face = raster.pixel_face
         self.corners = head.faces[raster.pixel_face]
@@ -263,7 +263,6 @@ class LinearisedFit:
             jl[:, :, pick] = tl.permute(1, 2, 0).numpy()
         return n0[0].numpy(), jn, l0[0].numpy(), jl
 
-
     def vertex_tangents(self):
         """Derivatives of the camera-frame vertices and of the head frame's mesh [D, V, 3] in
         every step direction. The blendshape directions analytically: a coefficient moves each
@@ -285,7 +284,7 @@ class LinearisedFit:
         basis = torch.cat(basis).view(-1, n_v, 3)  # [K, V, 3]
         n_basis = basis.shape[0]
         with torch.no_grad():
-            v = head._template_flat + base["shape"][None] @ mats["shape"][:ks] + base["expr"][None] @ mats["expr"][:ke]
+            v = head.identity_offset(base["shape"]) + base["expr"][None] @ mats["expr"][:ke]
             if "eyelids" in base:
                 v = v + base["eyelids"][None] @ mats["eyelids"]
             joints = layer.j_regressor @ v.view(n_v, 3)
@@ -338,8 +337,7 @@ class LinearisedFit:
         dt = torch.float64
         dim = lay.dim
         h, w = self.size
-        with torch.no_grad():
-            vcam, noneck, screen = self._posed(torch.zeros(1, dim, dtype=dt))
+        vcam, noneck, screen = self._at_fit
         t_vcam, t_noneck = self.vertex_tangents()
         n_v = vcam.shape[1]
         # screen positions: the projection's derivative, plus the intrinsics' own directions
@@ -380,7 +378,7 @@ class LinearisedFit:
         n_all = len(self.corners)
         q = screen[0][self.corners]  # [N, 3, 3]
         m = torch.as_tensor(vn)[self.corners]
-        n_px = pixel_normal_derivatives(q, m, self.centres)[0]
+        n_px, d_all = pixel_normal_derivatives(q, m, self.centres)
         if blur > 0:
             from scipy.ndimage import binary_dilation
 
@@ -394,7 +392,7 @@ class LinearisedFit:
         else:
             need = rows_sel
         corners = self.corners[need]
-        _, dpx = pixel_normal_derivatives(q[need], m[need], self.centres[need])
+        dpx = d_all[need]
         npx = len(corners)
         blocks = dpx.reshape(npx, 3, 18).numpy().astype(np.float32)  # columns: 3 corners x (x, y, depth, normal)
         rows = np.broadcast_to(3 * np.arange(npx)[:, None, None] + np.arange(3)[None, :, None], blocks.shape)
